@@ -1,0 +1,184 @@
+"""Saving and loading models without ever unpickling untrusted code.
+
+A SIAM model file is one ``.safetensors`` file whose header metadata key ``"siam"`` holds a JSON
+document (the *meta*)::
+
+    {"format": "siam-model", "version": 1, "siam_version": "...",
+     "model": ModelConfig, "preprocessing": Preprocessing, "attributes": [...],
+     "train_config": {...} | null, "metrics": {...} | null}
+
+A human-readable copy of the meta is written next to it as ``<name>.json``. Lightning resume
+files (``.ckpt``) are read with ``torch.load(weights_only=True)`` only; they carry the same meta
+under the key ``"siam_meta"`` and the weights under ``"state_dict"`` prefixed with ``model.``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from siam.data.transforms import Preprocessing
+from siam.errors import CheckpointError
+from siam.models.backbones import build_backbone
+from siam.models.baseline import Baseline
+from siam.models.config import ModelConfig
+from siam.models.siam import SIAM
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "model_meta", "model_from_meta"]
+
+FORMAT = "siam-model"
+VERSION = 1
+
+
+def _version() -> str:
+    from siam import __version__
+
+    return __version__
+
+
+def model_meta(
+    model: SIAM | Baseline,
+    *,
+    train_config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-serialisable description saved with ``model``."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "siam_version": _version(),
+        "model": model.config.to_dict(),
+        "preprocessing": model.preprocessing.to_dict(),
+        "attributes": list(model.config.attributes),
+        "train_config": train_config,
+        "metrics": metrics,
+    }
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    model: SIAM | Baseline,
+    path: str | os.PathLike[str],
+    *,
+    train_config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` (``.safetensors``) plus ``<path>.json``, atomically."""
+    from safetensors.torch import save
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise CheckpointError(f"model files must end in .safetensors, got {str(p)!r}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    meta = model_meta(model, train_config=train_config, metrics=metrics)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(tensors, metadata={"siam": json.dumps(meta)})
+    _atomic_write_bytes(p, blob)
+    _atomic_write_bytes(p.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    return p
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read only the meta of a model file (``.safetensors`` or ``.ckpt``)."""
+    return _read(path, weights=False)[0]
+
+
+def _read(path: str | os.PathLike[str], *, weights: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {str(p)!r}")
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                header = fh.metadata() or {}
+                state = {k: fh.get_tensor(k) for k in fh.keys()} if weights else {}
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from exc
+        if "siam" not in header:
+            raise CheckpointError(
+                f"{p}: safetensors file has no 'siam' metadata; it is not a siam model file "
+                "(plain backbone weights go to --pretrained instead)"
+            )
+        try:
+            meta = json.loads(header["siam"])
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{p}: 'siam' metadata is not valid JSON ({exc})") from exc
+    elif p.suffix == ".ckpt":
+        try:
+            ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{p}: not a weights-only Lightning checkpoint ({exc})") from exc
+        if not isinstance(ckpt, dict) or "siam_meta" not in ckpt:
+            raise CheckpointError(f"{p}: Lightning checkpoint without 'siam_meta'; not written by siam")
+        meta = ckpt["siam_meta"]
+        raw = ckpt.get("state_dict", {}) if weights else {}
+        state = {k[len("model."):]: v for k, v in raw.items() if k.startswith("model.")}
+    else:
+        raise CheckpointError(
+            f"unsupported checkpoint file {str(p)!r}; allowed: .safetensors (model files) or .ckpt "
+            "(Lightning resume files)"
+        )
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: meta format is {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT!r}")
+    return meta, state
+
+
+def model_from_meta(meta: dict[str, Any]) -> SIAM | Baseline:
+    """An untrained model with the architecture described by ``meta``."""
+    config = ModelConfig.from_dict(meta["model"])
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    backbone = build_backbone(name=config.backbone, pretrained=False)
+    if config.kind == "siam":
+        return SIAM(backbone, config, preprocessing=pre)
+    if config.kind == "baseline":
+        return Baseline(backbone, config, preprocessing=pre)
+    raise CheckpointError(f"unknown model kind {config.kind!r}; allowed: 'siam', 'baseline'")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    attributes: Sequence[str] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> SIAM | Baseline:
+    """Load a model (architecture, weights, attribute names, preprocessing) from ``path``.
+
+    If ``attributes`` is given it must equal the checkpoint's vocabulary (same names, same order),
+    otherwise ``ValueError`` (:class:`CheckpointError`) says what differs.
+    """
+    meta, state = _read(path, weights=True)
+    model = model_from_meta(meta)
+    if attributes is not None and tuple(attributes) != tuple(model.config.attributes):
+        have = list(model.config.attributes)
+        want = list(attributes)
+        raise CheckpointError(
+            f"{path}: vocabulary mismatch: checkpoint has K={len(have)} attributes {have[:5]}..., "
+            f"requested K={len(want)} {want[:5]}...; missing from checkpoint: "
+            f"{sorted(set(want) - set(have))[:5]}, extra: {sorted(set(have) - set(want))[:5]}"
+        )
+    try:
+        _load_state(model, state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the described model ({exc})") from exc
+    model.meta = meta  # type: ignore[attr-defined]
+    return model.to(map_location).eval()
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state, strict=True)

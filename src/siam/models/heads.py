@@ -1,0 +1,140 @@
+"""The two SIAM heads (paper Sec. 3.1-3.2).
+
+* :class:`AttributeHead` (part of f): 1x1 conv + ReLU -> K non-negative attribute maps A_i,
+  resampled to the template grid, with a border masked out (out of place) and pooled into the
+  attribute presence.
+* :class:`TemplateHead` (g): z_i = <T_i, A_i> with two non-negative templates per attribute mixed
+  by learnable weights, then y = w . z + b. Algebraically one effective template
+  E_i = w_i (a_i1 T_i1 + a_i2 T_i2), so y = b + sum_i <E_i, A_i> exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PresenceActivation = Literal["tanh", "sigmoid"]
+
+__all__ = ["AttributeHead", "TemplateHead", "border_mask"]
+
+
+def border_mask(grid: int, border: int, *, device: torch.device | None = None) -> torch.Tensor:
+    """(grid, grid) float mask: 1 in the centre, 0 in a ``border``-cell frame."""
+    if border < 0 or 2 * border >= grid:
+        raise ValueError(
+            f"border must satisfy 0 <= border < grid/2, got border={border} for grid={grid}"
+        )
+    mask = torch.zeros(grid, grid, device=device)
+    mask[border : grid - border, border : grid - border] = 1.0
+    return mask
+
+
+class AttributeHead(nn.Module):
+    """Features (B, C, h, w) -> attribute maps (B, K, m, m) and presence (B, K).
+
+    The maps are ReLU outputs, adaptively average-pooled to the template grid m when the backbone
+    grid differs (e.g. ResNet-50 at 500 px gives 16x16, pooled to 15x15 as in the authors' code),
+    then multiplied by a border mask (out of place, so gradients flow; the authors zero the border
+    in place, which breaks backward through this head).
+
+    Presence (Sec. 3.1) is ``act(mean of the map over the centre cells)``. The default activation is
+    ``tanh``: the maps are non-negative, so the mean is >= 0 and a sigmoid could never go below 0.5,
+    making "absent" (label 0) unreachable, while tanh(0) = 0. The paper writes sigmoid; the
+    authors' code uses tanh. ``sigmoid`` is available for comparison.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_attributes: int,
+        *,
+        grid: int,
+        border: int = 2,
+        presence: PresenceActivation = "tanh",
+    ) -> None:
+        super().__init__()
+        if presence not in ("tanh", "sigmoid"):
+            raise ValueError(f"presence must be 'tanh' or 'sigmoid', got {presence!r}")
+        self.conv = nn.Conv2d(in_channels, num_attributes, kernel_size=1)
+        self.grid = grid
+        self.border = border
+        self.presence_activation: PresenceActivation = presence
+        self.register_buffer("mask", border_mask(grid, border), persistent=False)
+
+    @property
+    def centre_cells(self) -> int:
+        return (self.grid - 2 * self.border) ** 2
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = F.relu(self.conv(features))  # (B, K, h, w)
+        if maps.shape[-2:] != (self.grid, self.grid):
+            maps = F.adaptive_avg_pool2d(maps, self.grid)  # (B, K, m, m)
+        maps = maps * self.mask.to(maps.dtype)  # (B, K, m, m), border zeroed out of place
+        pooled = maps.sum(dim=(2, 3)) / self.centre_cells  # (B, K) mean over the centre
+        presence = torch.tanh(pooled) if self.presence_activation == "tanh" else torch.sigmoid(pooled)
+        return maps, presence
+
+
+class TemplateHead(nn.Module):
+    """g: attribute maps (B, K, m, m) -> per-attribute evidence and the score (Sec. 3.2).
+
+    Parameters (all deterministic at initialisation):
+
+    * ``templates`` (K, 2, m, m): two non-negative templates per attribute, all ``template_init``.
+      Kept >= 0 by :meth:`project_` after every optimiser step.
+    * ``mixing`` (K, 2): initialised to (+0.5, -0.5), so each attribute can learn a positive and a
+      negative spatial pattern while the templates stay non-negative.
+    * ``weight`` (K,): initialised to 1/K; ``bias`` (): initialised to the mean training score.
+    * optional variance regressor (as in the authors' code): softplus(v . z2 + c) over the 2K
+      template responses.
+    """
+
+    def __init__(
+        self,
+        num_attributes: int,
+        *,
+        grid: int,
+        template_init: float = 0.01,
+        bias: float = 0.0,
+        predict_variance: bool = False,
+    ) -> None:
+        super().__init__()
+        if template_init < 0:
+            raise ValueError(f"template_init must be >= 0 (templates are non-negative), got {template_init}")
+        k = num_attributes
+        self.templates = nn.Parameter(torch.full((k, 2, grid, grid), float(template_init)))
+        self.mixing = nn.Parameter(torch.tensor([[0.5, -0.5]]).repeat(k, 1))
+        self.weight = nn.Parameter(torch.full((k,), 1.0 / k))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.predict_variance = predict_variance
+        if predict_variance:
+            self.var_weight = nn.Parameter(torch.zeros(k, 2))
+            self.var_bias = nn.Parameter(torch.tensor(0.0))
+
+    def effective_templates(self) -> torch.Tensor:
+        """E_i = w_i (a_i1 T_i1 + a_i2 T_i2): (K, m, m)."""
+        mixed = (self.mixing[:, :, None, None] * self.templates).sum(1)  # (K, m, m)
+        return self.weight[:, None, None] * mixed  # (K, m, m)
+
+    def forward(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        z2 = torch.einsum("bkij,ktij->bkt", maps, self.templates)  # (B, K, 2) <T_it, A_i>
+        z = (z2 * self.mixing).sum(-1)  # (B, K) mixed evidence z_i
+        contributions = self.weight * z  # (B, K) w_i z_i, signed
+        score = self.bias + contributions.sum(1)  # (B,) y = w . z + b
+        contribution_maps = self.effective_templates() * maps  # (B, K, m, m) E_i * A_i
+        out = {"z": z, "contributions": contributions, "score": score, "contribution_maps": contribution_maps}
+        if self.predict_variance:
+            out["variance"] = F.softplus((z2 * self.var_weight).sum((1, 2)) + self.var_bias)  # (B,)
+        return out
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Project the templates onto the non-negative orthant (in place)."""
+        self.templates.clamp_(min=0.0)
+
+    def l1(self) -> torch.Tensor:
+        """L1 norm of the templates (optional sparsity penalty)."""
+        return self.templates.abs().sum()

@@ -1,0 +1,191 @@
+"""The SIAM model (Marcos, Lobry & Tuia, "Semantically Interpretable Activation Maps", ICCVW 2019).
+
+    image x --f--> attribute maps A (B, K, m, m) --g--> score y = b + sum_i <E_i, A_i>
+
+* f (Sec. 3.1): backbone -> 1x1 conv -> ReLU -> K non-negative maps; presence = tanh(mean(A_i)).
+* g (Sec. 3.2): spatial templates E_i; contribution of attribute i is c_i = <E_i, A_i>, and its
+  contribution map E_i * A_i says *where* it added to or took from the score.
+
+The forward pass returns every quantity of the explanation (:class:`SIAMOutput`), so no hooks are
+needed. ``score == bias + contributions.sum(1) == bias + contribution_maps.sum((1, 2, 3))`` up
+to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from siam.data.transforms import Preprocessing
+from siam.models.backbones import BACKBONES, Backbone, build_backbone
+from siam.models.config import ModelConfig
+from siam.models.heads import AttributeHead, PresenceActivation, TemplateHead
+from siam.vocab import validate_attributes
+
+__all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch"]
+
+
+@dataclass
+class SIAMOutput:
+    """What the model saw, where, and how much it mattered.
+
+    maps: (B, K, m, m) non-negative attribute maps A_i (border zeroed).
+    presence: (B, K) attribute presence in [0, 1) (tanh) or (0.5, 1) (sigmoid).
+    contributions: (B, K) signed contribution c_i = <E_i, A_i> = w_i z_i.
+    contribution_maps: (B, K, m, m) E_i * A_i; sums to ``contributions`` over (m, m).
+    score: (B,) predicted score y = bias + sum_i c_i.
+    bias: () the intercept b.
+    variance: (B,) predicted vote variance, or None.
+    """
+
+    maps: torch.Tensor
+    presence: torch.Tensor
+    contributions: torch.Tensor
+    contribution_maps: torch.Tensor
+    score: torch.Tensor
+    bias: torch.Tensor
+    variance: torch.Tensor | None = None
+
+    @property
+    def total_map(self) -> torch.Tensor:
+        """(B, m, m) total contribution map: sum_i E_i * A_i."""
+        return self.contribution_maps.sum(1)
+
+
+def check_image_batch(x: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float (B, 3, H, W) batch."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(
+            f"expected an image batch of shape (B, 3, H, W) (RGB, normalised), got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"expected a float tensor (normalised RGB), got dtype {x.dtype}")
+
+
+class SIAM(nn.Module):
+    """f (backbone + :class:`AttributeHead`) followed by g (:class:`TemplateHead`)."""
+
+    def __init__(
+        self, backbone: Backbone, config: ModelConfig, *, preprocessing: Preprocessing, bias: float = 0.0
+    ) -> None:
+        super().__init__()
+        k = len(config.attributes)
+        self.config = config
+        self.preprocessing = preprocessing
+        self.backbone = backbone
+        self.attribute_head = AttributeHead(
+            backbone.out_channels, k, grid=config.grid, border=config.border, presence=config.presence
+        )
+        self.template_head = TemplateHead(
+            k,
+            grid=config.grid,
+            template_init=config.template_init,
+            bias=bias,
+            predict_variance=config.predict_variance,
+        )
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return self.config.attributes
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.config.attributes)
+
+    def attribute_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f: images (B, 3, H, W) -> (maps (B, K, m, m), presence (B, K))."""
+        check_image_batch(x)
+        features = self.backbone(x)  # (B, C, h, w)
+        return self.attribute_head(features)  # (B, K, m, m), (B, K)
+
+    def forward(self, x: torch.Tensor) -> SIAMOutput:
+        maps, presence = self.attribute_maps(x)  # (B, K, m, m), (B, K)
+        g = self.template_head(maps)
+        return SIAMOutput(
+            maps=maps,
+            presence=presence,
+            contributions=g["contributions"],  # (B, K)
+            contribution_maps=g["contribution_maps"],  # (B, K, m, m)
+            score=g["score"],  # (B,)
+            bias=self.template_head.bias,
+            variance=g.get("variance"),
+        )
+
+    def effective_templates(self) -> torch.Tensor:
+        """(K, m, m) effective templates E_i (Fig. 4 of the paper)."""
+        return self.template_head.effective_templates()
+
+    def project_(self) -> None:
+        """Clamp the templates to >= 0; call after every optimiser step."""
+        self.template_head.project_()
+
+    def template_l1(self) -> torch.Tensor:
+        return self.template_head.l1()
+
+    def set_bias(self, value: float) -> None:
+        """Set b, e.g. to the mean training score (the paper's initialisation)."""
+        with torch.no_grad():
+            self.template_head.bias.fill_(float(value))
+
+
+def _default_preprocessing(backbone: str, input_size: int | None) -> Preprocessing:
+    spec = BACKBONES[backbone][0]
+    crop = input_size or spec.default_input
+    resize = round(crop * 500 / 450)
+    return Preprocessing(resize=resize, crop=crop)
+
+
+def build_model(
+    *,
+    backbone: str = "resnet50",
+    attributes: Sequence[str] | None = None,
+    pretrained: bool | str | os.PathLike[str] | None = False,
+    grid: int | None = None,
+    border: int = 2,
+    presence: PresenceActivation = "tanh",
+    template_init: float = 0.01,
+    bias: float = 0.0,
+    predict_variance: bool = False,
+    preprocessing: Preprocessing | None = None,
+) -> SIAM:
+    """Build a SIAM model.
+
+    Args:
+        backbone: ``"resnet50"`` (paper), ``"resnet18"`` or ``"tiny"`` (CPU tests, quickstart).
+        attributes: attribute names; K = len(attributes). ``None``: the paper's 33 SUN attributes.
+        pretrained: ``False``, ``"imagenet"`` (local cache only) or a weights file path.
+        grid: template size m; default from the backbone (15 for ResNets at 450 px).
+        border: masked border in cells (paper: 2, i.e. the central 11x11 of 15x15 counts).
+        presence: ``"tanh"`` (default, as the authors' code) or ``"sigmoid"`` (as the paper text).
+        template_init: the constant all templates start from (no randomness).
+        bias: initial b; set it to the mean training score.
+        predict_variance: also predict the vote variance.
+        preprocessing: how images are prepared; default resize/crop = 500/450 scaled to the
+            backbone's default input.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; allowed: {sorted(BACKBONES)}")
+    names = validate_attributes(attributes)
+    spec = BACKBONES[backbone][0]
+    m = spec.default_grid if grid is None else int(grid)
+    if m < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    config = ModelConfig(
+        kind="siam",
+        backbone=backbone,
+        attributes=names,
+        grid=m,
+        border=border,
+        presence=presence,
+        template_init=template_init,
+        predict_variance=predict_variance,
+    )
+    net = build_backbone(name=backbone, pretrained=pretrained)
+    pre = preprocessing or _default_preprocessing(backbone, None)
+    return SIAM(net, config, preprocessing=pre, bias=bias)
