@@ -57,3 +57,43 @@ class Preprocessing:
         if "std" in d:
             d["std"] = tuple(float(x) for x in d["std"])
         return cls(**d)
+
+
+# --- presets ------------------------------------------------------------------------------------
+
+def eval_transform(pre: Preprocessing):
+    """Deterministic: resize to ``pre.resize`` (square), centre crop ``pre.crop``, normalise.
+
+    Returns a callable ``PIL.Image -> (3, crop, crop) float tensor``.
+    """
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),  # uint8 (3, H, W)
+            v2.Resize((pre.resize, pre.resize), antialias=True),
+            v2.CenterCrop(pre.crop),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(pre.mean), list(pre.std)),
+        ]
+    )
+
+
+def train_transform(pre: Preprocessing):
+    """Random: resize to ``pre.resize``, rotate up to ``pre.max_rotation`` degrees, random crop
+    ``pre.crop``, horizontal flip, normalise (paper Sec. 4.1). uint8 until normalisation."""
+    import torch
+    from torchvision.transforms import v2
+
+    ops = [
+        v2.PILToTensor(),
+        v2.Resize((pre.resize, pre.resize), antialias=True),
+    ]
+    if pre.max_rotation > 0:
+        ops.append(v2.RandomRotation(pre.max_rotation))
+    ops.append(v2.RandomCrop(pre.crop))
+    if pre.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(pre.mean), list(pre.std))]
+    return v2.Compose(ops)
