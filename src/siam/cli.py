@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from siam import __version__
 from siam.errors import SiamError
@@ -34,11 +35,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _available(name: str) -> bool:
-    module = COMMANDS[name][0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    """Whether the command's module exists, checked on disk without importing any package
+    (so ``siam serve`` never imports ``siam.training``, for instance)."""
+    parts = COMMANDS[name][0].split(".")
+    base = Path(__file__).resolve().parent.joinpath(*parts[1:])
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
