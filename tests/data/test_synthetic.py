@@ -1,0 +1,432 @@
+"""``siam synth``: layout, real formats, determinism, the planted score identity and read-back by the
+project's own loaders. Generation runs are tiny (64 px, tens of images) and shared per module."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from siam.cli import main
+from siam.data import synthetic as syn
+from siam.data._synth_render import NOT_DISTINCT, RENDERED, render_scene
+from siam.data._synth_sun33 import sun33_levels
+from siam.data.synthetic import DEFAULT_ATTRIBUTES, SynthConfig, generate, planted_templates, pool_to_grid
+from siam.errors import ConfigError
+from siam.vocab import SUN33
+
+SMALL = SynthConfig(n_sun=40, n_son=60, size=(64, 64), grid=8)
+HEADER = "ID\tLat\tLon\tAverage\tVariance\tVotes\tGeograph URI"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("synth")
+    out = {
+        "a": generate(base / "a", seed=0, config=SMALL, workers=1).out,
+        "b": generate(base / "b", seed=0, config=SMALL, workers=2).out,  # same seed, 2 processes
+        "c": generate(base / "c", seed=1, config=SMALL, workers=1).out,
+    }
+    return out
+
+
+def _votes(d: Path) -> list[list[str]]:
+    lines = (d / "son" / "votes.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == HEADER
+    return [line.split("\t") for line in lines[1:]]
+
+
+def _meta(d: Path) -> dict:
+    return json.loads((d / "truth" / "meta.json").read_text(encoding="utf-8"))
+
+
+def _masks(d: Path, part: str, key: str) -> np.ndarray:
+    with np.load(d / "truth" / "masks" / part / f"{key}.npz") as z:
+        assert z.files == ["masks"]
+        return z["masks"]
+
+
+@functools.lru_cache(maxsize=8)
+def _clean_scores(d: Path) -> tuple[list[str], np.ndarray]:
+    """Recompute y = b + sum_i <T_i, M_i> independently (torch's adaptive average pooling)."""
+    meta = _meta(d)
+    templates = torch.from_numpy(np.load(d / "truth" / "templates.npy")).double()  # (K, m, m)
+    ids = [r[0] for r in _votes(d)]
+    ys = []
+    for i in ids:
+        m = torch.from_numpy(_masks(d, "son", i)).double()  # (K, H, W)
+        pooled = F.adaptive_avg_pool2d(m, meta["grid"])  # (K, m, m)
+        ys.append(meta["bias"] + float((templates * pooled).sum()))
+    return ids, np.array(ys)
+
+
+def _split_blocks(meta: dict) -> dict[str, slice]:
+    s = meta["son_split"]
+    a, b = s["train"], s["train"] + s["val"]
+    return {"train": slice(0, a), "val": slice(a, b), "test": slice(b, b + s["test"])}
+
+
+# --- layout and formats -----------------------------------------------------------------------
+
+def test_layout(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    meta = _meta(d)
+    k = len(meta["attributes"])
+    for rel in ("sun/images.mat", "sun/attributes.mat", "sun/attributeLabels_continuous.mat",
+                "sun/trainval_idx.mat", "son/votes.tsv", "son_attributes.csv", "truth/templates.npy"):
+        assert (d / rel).is_file(), rel
+    assert {"attributes", "grid", "bias", "noise_floor_rmse", "settings"} <= set(meta)
+    assert meta["attributes"] == list(DEFAULT_ATTRIBUTES) and meta["grid"] == 8
+    assert set(meta["noise_floor_rmse"]) == {"train", "val", "test"}
+    t = np.load(d / "truth" / "templates.npy")
+    assert t.dtype == np.float32 and t.shape == (k, 8, 8)
+    assert SynthConfig.from_dict(meta["settings"]) == SMALL
+
+
+def test_sun_files_are_the_real_format(runs: dict[str, Path]) -> None:
+    d = runs["a"] / "sun"
+    images = scipy.io.loadmat(d / "images.mat")["images"]
+    assert images.shape == (40, 1) and images.dtype == object
+    names = [m[0][0] for m in images]  # how the SIAM authors read it
+    assert names[0] == "synth/scene_00000.jpg" and len(set(names)) == 40
+    for n in names:
+        with Image.open(d / "images" / n) as im:
+            assert im.format == "JPEG" and im.size == (64, 64)
+    attrs = [m[0][0] for m in scipy.io.loadmat(d / "attributes.mat")["attributes"]]
+    assert attrs == list(DEFAULT_ATTRIBUTES)
+    labels = scipy.io.loadmat(d / "attributeLabels_continuous.mat")["labels_cv"]
+    assert labels.shape == (40, len(attrs)) and labels.dtype == np.float64
+    thirds = labels * 3
+    assert np.allclose(thirds, np.rint(thirds)) and set(np.rint(thirds).ravel().tolist()) <= {0, 1, 2, 3}
+    assert len(set(np.rint(thirds).ravel().tolist())) >= 3  # annotators disagree
+    sets = scipy.io.loadmat(d / "trainval_idx.mat")["sets"]
+    assert sets.shape == (40, 1)
+    counts = [int((sets == v).sum()) for v in (0, 1, 2)]
+    val, test = round(40 * 1497 / 14340), round(40 * 1429 / 14340)  # paper proportions
+    assert counts == [40 - val - test, val, test]
+
+
+def test_masks_match_images_and_labels(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    k = len(DEFAULT_ATTRIBUTES)
+    labels = scipy.io.loadmat(d / "sun" / "attributeLabels_continuous.mat")["labels_cv"]
+    visible = np.zeros_like(labels, dtype=bool)
+    for row in range(40):
+        m = _masks(d, "sun", str(row))
+        assert m.dtype == bool and m.shape == (k, 64, 64)
+        assert m.sum(0).max() <= 1  # default attributes occlude each other: one owner per pixel
+        visible[row] = m.any(axis=(1, 2))
+    for sid, *_ in _votes(d):
+        m = _masks(d, "son", sid)
+        with Image.open(d / "son" / "images" / f"{sid}.jpg") as im:
+            assert m.shape == (k, im.height, im.width)
+    assert visible.any(1).mean() > 0.5
+    # annotators label what is visible: far more votes where the attribute shows than where not
+    assert labels[visible].mean() > labels[~visible].mean() + 0.3
+
+
+def test_votes_tsv_historical_format(runs: dict[str, Path]) -> None:
+    rows = _votes(runs["a"])
+    assert len(rows) == 60
+    ids = [int(r[0]) for r in rows]
+    assert ids == sorted(set(ids)) and ids[0] >= 1
+    for sid, lat, lon, avg, var, votes, uri in rows:
+        v = np.array([int(x) for x in votes.split(",")])
+        assert 3 <= len(v) <= 10 and v.min() >= 1 and v.max() <= 10
+        assert avg == f"{v.mean():.4f}" and var == f"{v.var(ddof=0):.4f}"
+        assert uri == f"http://www.geograph.org.uk/photo/{sid}"
+        assert 49 < float(lat) < 59 and -6 < float(lon) < 2
+        assert (runs["a"] / "son" / "images" / f"{sid}.jpg").is_file()
+
+
+def test_vote_variance_is_the_population_variance_of_the_real_file() -> None:
+    # Row 1 of the historical ScenicOrNot votes.tsv: votes 4,5,3,5,1,4,4,5,6 -> 4.1111, 1.8765.
+    assert syn._vote_stats([4, 5, 3, 5, 1, 4, 4, 5, 6]) == ("4.1111", "1.8765")
+
+
+def test_son_attribute_csv(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    lines = (d / "son_attributes.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].split(",") == ["id", *DEFAULT_ATTRIBUTES]
+    meta = _meta(d)
+    test_ids = [r[0] for r in _votes(d)][_split_blocks(meta)["test"]]
+    body = [line.split(",") for line in lines[1:]]
+    assert len(body) == min(90, len(test_ids)) == meta["son_attributes"]["n"]
+    assert {r[0] for r in body} <= set(test_ids)
+    values = {float(x) for r in body for x in r[1:]}
+    assert values <= {0, 0.25, 0.5, 0.75, 1} and len(values) >= 3
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+def _mat(d: Path, name: str, key: str) -> np.ndarray:
+    return scipy.io.loadmat(d / "sun" / name)[key]
+
+
+def test_same_seed_same_output_whatever_the_worker_count(runs: dict[str, Path]) -> None:
+    a, b = runs["a"], runs["b"]
+    for rel in ("son/votes.tsv", "son_attributes.csv", "truth/templates.npy"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    for name, key in (("images.mat", "images"), ("attributes.mat", "attributes"),
+                      ("attributeLabels_continuous.mat", "labels_cv"), ("trainval_idx.mat", "sets")):
+        assert np.array_equal(_mat(a, name, key), _mat(b, name, key)), name
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".jpg", ".npz"))
+    assert len(files) == 2 * (40 + 60)
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert _meta(a) == _meta(b)
+
+
+def test_different_seed_differs(runs: dict[str, Path]) -> None:
+    a, c = runs["a"], runs["c"]
+    assert (a / "son" / "votes.tsv").read_bytes() != (c / "son" / "votes.tsv").read_bytes()
+    la, lc = (_mat(d, "attributeLabels_continuous.mat", "labels_cv") for d in (a, c))
+    assert not np.array_equal(la, lc)
+    name = "sun/images/synth/scene_00000.jpg"
+    assert (a / name).read_bytes() != (c / name).read_bytes()
+
+
+# --- the planted truth --------------------------------------------------------------------------
+
+def test_noise_floor_is_the_rmse_of_the_clean_score(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    meta = _meta(d)
+    _, y = _clean_scores(d)
+    avg = np.array([float(r[3]) for r in _votes(d)])
+    for split, sl in _split_blocks(meta).items():
+        rmse = float(np.sqrt(np.mean((y[sl] - avg[sl]) ** 2)))
+        assert rmse == pytest.approx(meta["noise_floor_rmse"][split], rel=1e-9, abs=1e-12)
+        assert rmse > 0.2  # the floor is clearly above 0 with the default vote noise
+
+
+def test_average_scatters_around_the_clean_score_at_the_noise_level(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    _, y = _clean_scores(d)
+    rows = _votes(d)
+    avg = np.array([float(r[3]) for r in rows])
+    n = np.array([len(r[5].split(",")) for r in rows])
+    sigma = np.sqrt(SMALL.noise**2 + 1 / 12)  # vote noise plus rounding to integers
+    inside = (y > 2.5) & (y < 8.5)  # away from the 1..10 clipping
+    z = (avg - y)[inside] * np.sqrt(n[inside]) / sigma
+    assert inside.sum() >= 40
+    assert abs(z.mean()) < 3 / np.sqrt(inside.sum())
+    assert 0.7 < z.std() < 1.3
+    assert 0.5 < y.std() < 3.0  # the planted signal dominates the noise
+
+
+def test_without_noise_each_vote_is_the_rounded_clean_score(tmp_path: Path) -> None:
+    cfg = SynthConfig(n_sun=10, n_son=30, size=(64, 64), grid=8, noise=0.0)
+    generate(tmp_path, seed=5, config=cfg)
+    _, y = _clean_scores(tmp_path)
+    rows = _votes(tmp_path)
+    expected = np.clip(np.rint(y), 1, 10)
+    for r, e in zip(rows, expected):
+        assert {int(v) for v in r[5].split(",")} == {int(e)} and r[4] == "0.0000"
+    assert len(set(expected.tolist())) >= 3
+
+
+def test_planted_template_signs_and_vertical_only_variation() -> None:
+    names = list(DEFAULT_ATTRIBUTES)
+    t = planted_templates(names, 8)
+    assert t.dtype == np.float32 and t.shape == (len(names), 8, 8)
+    assert np.array_equal(t, t[:, :, ::-1])  # invariant to horizontal flips
+    assert np.all(t == t[:, :, :1])  # constant along each row
+    for n in ("ocean", "still_water", "running_water", "ice_snow", "hiking"):
+        assert (t[names.index(n)] > 0).all(), n
+    for n in ("metal", "wire", "transport"):
+        assert (t[names.index(n)] < 0).all(), n
+    farming = t[names.index("farming"), :, 0]
+    assert farming[0] < 0 < farming[-1] and np.all(np.diff(farming) > 0)
+    assert not t[names.index("grass")].any()  # some attributes have no effect at all
+    # <T_i, full mask> is tau averaged over rows, whatever the grid
+    full = [planted_templates(names, m).astype(np.float64).sum((1, 2)) for m in (4, 8, 16)]
+    assert np.allclose(full[0], full[1]) and np.allclose(full[1], full[2])
+
+
+def test_saved_templates_are_the_planted_ones(runs: dict[str, Path]) -> None:
+    meta = _meta(runs["a"])
+    saved = np.load(runs["a"] / "truth" / "templates.npy")
+    assert np.array_equal(saved, planted_templates(meta["attributes"], meta["grid"]))
+    kinds = {n: v["kind"] for n, v in meta["templates"].items()}
+    assert kinds["farming"] == "vertical" and kinds["ocean"] == "positive" and kinds["wire"] == "negative"
+
+
+@pytest.mark.parametrize(
+    "shape,grid", [((3, 64, 64), 8), ((2, 48, 80), 6), ((2, 97, 131), 7), ((1, 33, 40), 15)]
+)
+def test_pool_to_grid_is_adaptive_average_pooling(shape: tuple[int, int, int], grid: int) -> None:
+    m = np.random.default_rng(0).random(shape) < 0.3
+    ref = F.adaptive_avg_pool2d(torch.from_numpy(m).double(), grid).numpy()
+    assert np.allclose(pool_to_grid(m, grid), ref, rtol=0, atol=1e-12)
+
+
+def test_every_attribute_renders_nonsquare_with_overlays(tmp_path: Path) -> None:
+    cfg = SynthConfig(n_sun=10, n_son=12, size=(80, 48), grid=6, attributes=SUN33)
+    generate(tmp_path, seed=2, config=cfg)
+    _, y = _clean_scores(tmp_path)
+    meta = _meta(tmp_path)
+    avg = np.array([float(r[3]) for r in _votes(tmp_path)])
+    sl = _split_blocks(meta)["train"]
+    assert float(np.sqrt(np.mean((y[sl] - avg[sl]) ** 2))) == pytest.approx(meta["noise_floor_rmse"]["train"])
+    rng = np.random.default_rng(0)
+    names = list(SUN33)
+    for name in sorted(RENDERED):
+        img, masks = render_scene(rng, [name], names, height=48, width=80)
+        assert img.shape == (48, 80, 3) and img.dtype == np.uint8 and masks.shape == (33, 48, 80)
+        assert masks[names.index(name)].any(), name  # alone in a scene, it is visible
+        others = np.delete(masks, names.index(name), axis=0)
+        assert not others.any(), name
+
+
+def test_row_weighting_keeps_real_rows_and_lifts_rare_attributes() -> None:
+    levels = sun33_levels()[:, [SUN33.index(n) for n in DEFAULT_ATTRIBUTES]]
+    shown = np.asarray(syn.PRESENCE_BY_VOTES)[levels]  # (N, K) chance each row shows each one
+    real = syn._row_weights(levels, 0.0)
+    assert np.allclose(real, 1 / len(levels))  # balance 0: the real marginals
+    boosted = syn._row_weights(levels, 1.0)
+    assert boosted.sum() == pytest.approx(1.0) and boosted.min() > 0
+    before, after = real @ shown, boosted @ shown  # (K,) expected share of scenes
+    assert before.min() < 0.01 and after.min() > 0.03
+    rarest = int(np.argmin(before))
+    assert after[rarest] > 3 * before[rarest]
+    # rows with nothing rare keep the lowest weight
+    assert boosted[(levels < 2).all(1)].max() == pytest.approx(boosted.min())
+
+
+def test_default_set_excludes_the_attributes_that_are_not_distinct() -> None:
+    assert set(NOT_DISTINCT) == {"aged_worn", "dirty", "rusty", "cluttered_space"}
+    assert set(DEFAULT_ATTRIBUTES) == set(SUN33) - set(NOT_DISTINCT)
+    assert RENDERED == set(SUN33)
+
+
+def test_embedded_cooccurrence_is_the_real_sun33_table(sun33_dir: Path) -> None:
+    real = scipy.io.loadmat(sun33_dir / "attributeLabels_continuous.mat")["labels_cv"]
+    names = [m[0][0] for m in scipy.io.loadmat(sun33_dir / "attributes.mat")["attributes"]]
+    assert names == list(SUN33)
+    assert np.array_equal(sun33_levels() / 3, real)
+
+
+# --- configuration and command line -----------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"n_sun": 5}, ["n_sun", "5", ">= 10"]),
+        ({"n_son": 300_000}, ["n_son", "300000"]),
+        ({"n_sun": True}, ["n_sun", "True"]),
+        ({"size": (64,)}, ["size", "(width, height)"]),
+        ({"size": (16, 64)}, ["size", "16"]),
+        ({"grid": 0}, ["grid", "0"]),
+        ({"size": (40, 40), "grid": 41}, ["grid", "41"]),
+        ({"noise": -1.0}, ["noise", "-1.0"]),
+        ({"noise": float("nan")}, ["noise", "nan"]),
+        ({"balance": 3.0}, ["balance", "3.0", "[0, 2]"]),
+        ({"attributes": ("ocean", "unicorns")}, ["unicorns", "allowed", "ocean"]),
+        ({"attributes": ("ocean", "ocean")}, ["duplicates", "ocean"]),
+        ({"attributes": ()}, ["at least one"]),
+        ({"attributes": "ocean"}, ["list of names", "ocean"]),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        SynthConfig(**kwargs)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_config_is_frozen_and_rejects_unknown_keys() -> None:
+    cfg = SynthConfig()
+    with pytest.raises(AttributeError):
+        cfg.grid = 4  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="unknown synth config keys \\['colour'\\]"):
+        SynthConfig.from_dict({"colour": "blue"})
+    assert SynthConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_cli_writes_and_refuses_a_non_empty_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s"
+    args = ["synth", "--out", str(out), "--seed", "3", "--n-sun", "10", "--n-son", "10",
+            "--size", "48x40", "--grid", "4", "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    assert "noise floor" in capsys.readouterr().out
+    with Image.open(out / "son" / "images" / f"{_votes(out)[0][0]}.jpg") as im:
+        assert im.size == (48, 40)
+    before = (out / "son" / "votes.tsv").read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and "Traceback" not in err
+    (out / "notes.txt").write_text("keep me")
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "son" / "votes.tsv").read_bytes() == before and (out / "notes.txt").is_file()
+
+
+def test_cli_overwrite_never_deletes_foreign_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sun").mkdir()
+    (tmp_path / "sun" / "precious.jpg").write_bytes(b"x")
+    args = ["synth", "--out", str(tmp_path), "--n-sun", "10", "--n-son", "10", "--size", "32",
+            "--grid", "4", "--quiet", "--overwrite"]
+    assert main(args) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (tmp_path / "sun" / "precious.jpg").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("flag,value,words", [
+    ("--size", "big", ["WIDTHxHEIGHT", "big"]),
+    ("--attributes", "ocean,unicorns", ["unicorns", "allowed"]),
+    ("--n-son", "3", ["n_son", "3"]),
+])
+def test_cli_bad_values_give_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            flag: str, value: str, words: list[str]) -> None:
+    try:
+        code = main(["synth", "--out", str(tmp_path / "x"), flag, value, "--quiet"])
+    except SystemExit as exc:  # argparse type errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x" / "truth" / "meta.json").exists()
+
+
+# --- the project's own loaders read the output back ---------------------------------------------
+
+def test_project_loaders_read_the_output(runs: dict[str, Path]) -> None:
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.son_attributes import SonAttributeSet
+    from siam.data.sun_attributes import SunAttributes
+    from siam.data.transforms import Preprocessing, eval_transform
+
+    d = runs["a"]
+    meta = _meta(d)
+    tr = eval_transform(Preprocessing(resize=64, crop=64))
+    labels = _mat(d, "attributeLabels_continuous.mat", "labels_cv")
+    sets = _mat(d, "trainval_idx.mat", "sets").ravel()
+    rows = _votes(d)
+    ids, y = _clean_scores(d)
+    for i, split in enumerate(("train", "val", "test")):
+        sun = SunAttributes(d / "sun", split, transform=tr, attributes=meta["attributes"])
+        assert sun.attributes == tuple(meta["attributes"]) and sun.missing == []
+        assert sun.rows.tolist() == np.flatnonzero(sets == i).tolist()
+        assert np.allclose(sun.labels.numpy(), labels[sun.rows])
+        sample = sun[0]
+        assert sample.image.shape == (3, 64, 64) and sample.source == "sun"
+        son = ScenicOrNot(d / "son", split, transform=tr, with_variance=True)
+        block = _split_blocks(meta)[split]
+        assert son.ids == ids[block] and son.missing == []
+        assert np.allclose(son.scores.numpy(), [float(r[3]) for r in rows[block]])
+        # the noise floor is defined on exactly the loader's split
+        rmse = np.sqrt(np.mean((y[block] - son.table.average) ** 2))
+        assert rmse == pytest.approx(meta["noise_floor_rmse"][split], rel=1e-9)
+    evalset = SonAttributeSet(d / "son_attributes.csv", d / "son" / "images", transform=tr)
+    assert len(evalset) == meta["son_attributes"]["n"] and evalset.attributes == tuple(meta["attributes"])
+    assert evalset[0].image.shape == (3, 64, 64)
