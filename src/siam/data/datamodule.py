@@ -1,0 +1,217 @@
+"""The LightningDataModule: one SUN batch and one ScenicOrNot batch per training step.
+
+Training uses a :class:`lightning.pytorch.utilities.CombinedLoader` in ``max_size_cycle`` mode
+over ``{"sun": loader, "son": loader}``: every step yields ``{"sun": Batch, "son": Batch}``, the
+shorter dataset is cycled, and an epoch is one pass over the longer one. A stage that uses one
+dataset gets a dict with that key only. Under DDP, Lightning gives each loader of the combined
+loader its own ``DistributedSampler``, so ranks see disjoint samples.
+
+Datasets are any ``torch.utils.data.Dataset`` of :class:`~siam.data.samples.Sample`;
+:class:`CachedImages` decodes a small data set once into memory (uint8) and applies the random
+part of the training transform per access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from siam.data.samples import Sample, collate
+from siam.errors import DatasetError
+
+__all__ = ["SiamDataModule", "CachedImages", "STAGE_DATASETS", "datamodule_from_config", "data_roots"]
+
+# Which datasets each training stage draws batches from.
+STAGE_DATASETS: dict[str, tuple[str, ...]] = {
+    "sun": ("sun",),
+    "son-head": ("son",),
+    "joint": ("sun", "son"),
+    "baseline": ("son",),
+}
+
+
+class CachedImages(Dataset):
+    """Materialise ``dataset`` once (images as uint8), then apply ``augment`` on each access.
+
+    ``dataset`` must yield samples whose ``image`` is a uint8 (3, H, W) tensor (e.g. built with a
+    deterministic decode transform); ``augment`` maps it to the model input (random flip,
+    normalisation, ...). Memory: 3 H W bytes per image (49 KB at 128 px).
+    """
+
+    def __init__(self, dataset: Dataset, augment: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.augment = augment
+        self.samples: list[Sample] = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+        bad = [s.id for s in self.samples if s.image.dtype != torch.uint8]
+        if bad:
+            raise ValueError(
+                f"CachedImages needs uint8 images from the wrapped dataset, got {self.samples[0].image.dtype} "
+                f"for {bad[:3]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        s = self.samples[index]
+        return Sample(
+            image=self.augment(s.image), id=s.id, source=s.source, attributes=s.attributes,
+            score=s.score, variance=s.variance,
+        )
+
+
+class SiamDataModule(L.LightningDataModule):
+    """Loaders over named datasets (``"sun"``, ``"son"``) for training and validation.
+
+    ``batch_sizes`` maps a dataset name to its per-step batch size. Training loaders shuffle and
+    drop the last incomplete batch (BatchNorm needs > 1 row); validation loaders are sequential.
+    """
+
+    def __init__(
+        self,
+        *,
+        train: Mapping[str, Dataset],
+        val: Mapping[str, Dataset] | None = None,
+        batch_sizes: Mapping[str, int],
+        val_batch_size: int = 64,
+        num_workers: int = 0,
+        mode: str = "max_size_cycle",
+    ) -> None:
+        super().__init__()
+        if not train:
+            raise ValueError("SiamDataModule needs at least one training dataset")
+        missing = sorted(set(train) - set(batch_sizes))
+        if missing:
+            raise ValueError(f"no batch size for dataset(s) {missing}; got batch_sizes for {sorted(batch_sizes)}")
+        for name, ds in train.items():
+            if len(ds) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"training dataset {name!r} is empty")
+        self.train_sets = dict(train)
+        self.val_sets = {k: v for k, v in (val or {}).items() if len(v)}  # type: ignore[arg-type]
+        self.batch_sizes = dict(batch_sizes)
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.mode = mode
+
+    def _loader(self, ds: Dataset, batch_size: int, *, train: bool) -> DataLoader:
+        n = len(ds)  # type: ignore[arg-type]
+        return DataLoader(
+            ds,
+            batch_size=min(batch_size, n),
+            shuffle=train,
+            drop_last=train and n > batch_size,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> Any:
+        from lightning.pytorch.utilities import CombinedLoader
+
+        loaders = {k: self._loader(ds, self.batch_sizes[k], train=True) for k, ds in self.train_sets.items()}
+        return CombinedLoader(loaders, mode=self.mode)
+
+    def val_dataloader(self) -> Any:
+        from lightning.pytorch.utilities import CombinedLoader
+
+        if not self.val_sets:
+            return []
+        loaders = {k: self._loader(ds, self.val_batch_size, train=False) for k, ds in self.val_sets.items()}
+        return CombinedLoader(loaders, mode="sequential")
+
+
+# --- from a config ------------------------------------------------------------------------------
+
+
+class _DecodeUint8:
+    """PIL image -> (3, size, size) uint8 (antialiased resize): what :class:`CachedImages` keeps."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as tvf
+
+        from siam.data.transforms import to_uint8_tensor
+
+        x = to_uint8_tensor(image)  # (3, H, W)
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = tvf.resize(x, [self.size, self.size], antialias=True)
+        return x.contiguous()
+
+
+def data_roots(cfg: Any) -> tuple[Path, Path]:
+    """(SUN folder, SoN folder) of a :class:`~siam.training.config.TrainConfig`'s ``data``."""
+    d = cfg.data
+    if d.root is None and (d.sun is None or d.son is None):
+        raise DatasetError(
+            "no data given: set data.root (a folder in the 'siam synth' layout, e.g. --data DIR) "
+            "or both data.sun and data.son"
+        )
+    root = Path(d.root) if d.root is not None else None
+    sun = Path(d.sun) if d.sun is not None else root / "sun"  # type: ignore[operator]
+    son = Path(d.son) if d.son is not None else root / "son"  # type: ignore[operator]
+    for name, p in (("SUN", sun), ("ScenicOrNot", son)):
+        if not p.is_dir():
+            raise DatasetError(f"{name} data folder {str(p)!r} does not exist (data.root={d.root!r})")
+    return sun, son
+
+
+def _limit(ds: Dataset, n: int | None) -> Dataset:
+    if n is None or n >= len(ds):  # type: ignore[arg-type]
+        return ds
+    return Subset(ds, range(n))
+
+
+def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...], float | None]:
+    """Build the stage's datasets from ``cfg`` (a TrainConfig).
+
+    Returns (datamodule, attribute names of the SUN labels, mean SoN training score or None).
+    Training sets are wrapped in :class:`~siam.data.robust.SkipBadImages` (bad images are logged
+    to ``OUT/bad_images.jsonl`` and replaced, up to ``data.max_bad_fraction``).
+    """
+    from siam.data.robust import SkipBadImages
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.sun_attributes import SunAttributes, read_sun_labels
+    from siam.data.transforms import eval_transform, train_transform
+
+    d = cfg.data
+    pre = cfg.preprocessing.build()
+    sun_root, son_root = data_roots(cfg)
+    names = read_sun_labels(sun_root, attributes=cfg.attributes).names
+    wanted = STAGE_DATASETS[cfg.stage]
+    log = Path(cfg.out) / "bad_images.jsonl"
+
+    def make(kind: str, split: str, train: bool) -> Dataset:
+        if d.cache:
+            transform: Callable[[Any], torch.Tensor] = _DecodeUint8(pre.resize)
+        else:
+            transform = train_transform(pre) if train else eval_transform(pre)
+        if kind == "sun":
+            ds: Dataset = SunAttributes(sun_root, split, transform=transform, attributes=cfg.attributes)
+        else:
+            ds = ScenicOrNot(son_root, split, transform=transform, with_variance=cfg.model.predict_variance)
+        limit = d.limit_train if train else d.limit_val
+        if kind == "son" and train:
+            scores["train"] = ds.scores[:limit]  # type: ignore[attr-defined]
+        ds = _limit(ds, limit)
+        if train:
+            ds = SkipBadImages(ds, log_path=log, max_bad_fraction=d.max_bad_fraction, name=f"{kind}:{split}")
+        if d.cache:
+            ds = CachedImages(ds, train_transform(pre) if train else eval_transform(pre))
+        return ds
+
+    scores: dict[str, torch.Tensor] = {}
+    train = {k: make(k, "train", True) for k in wanted}
+    val = {k: make(k, "val", False) for k in wanted} if cfg.trainer.val_every_n_epochs > 0 else {}
+    son_mean = float(scores["train"].mean()) if "train" in scores else None
+    son_bs = d.son_batch_size or d.batch_size
+    dm = SiamDataModule(
+        train=train, val=val, batch_sizes={"sun": d.batch_size, "son": son_bs},
+        val_batch_size=d.val_batch_size, num_workers=d.num_workers,
+    )
+    return dm, names, son_mean

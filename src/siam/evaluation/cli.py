@@ -1,0 +1,168 @@
+"""``siam evaluate``: RMSE, Kendall's tau, attribute AP and planted-truth recovery, side by side.
+
+Examples::
+
+    siam evaluate --data runs/q/data --model baseline=runs/q/baseline/model.safetensors \\
+        --model siam_no_finetune=runs/q/son_head/model.safetensors \\
+        --model siam_joint=runs/q/joint/model.safetensors --out runs/q/eval
+    siam evaluate --sun data/sun_attributes --son data/scenic_or_not --model m.safetensors
+
+``--data DIR`` is a folder in the ``siam synth`` layout (``sun/``, ``son/``, optional
+``son_attributes.csv`` and ``truth/``); ``--sun`` / ``--son`` / ``--son-attributes`` point at the
+parts separately (e.g. the real datasets). Writes ``report.json`` and ``report.md`` with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from siam.errors import ConfigError, DatasetError
+
+__all__ = ["add_arguments", "run", "evaluate_models", "load_eval_data"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                        help="a model file (.safetensors or .ckpt); repeat for a side-by-side table. "
+                        "Names baseline, siam_no_finetune, siam_joint give the paper's table order")
+    parser.add_argument("--data", metavar="DIR", help="folder in the 'siam synth' layout")
+    parser.add_argument("--sun", metavar="DIR", help="SUN Attributes folder (default DATA/sun)")
+    parser.add_argument("--son", metavar="DIR", help="ScenicOrNot folder (default DATA/son)")
+    parser.add_argument("--son-attributes", metavar="CSV", help="SoN attribute CSV (default DATA/son_attributes.csv)")
+    parser.add_argument("--truth", metavar="DIR", help="planted truth (default DATA/truth when present)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="held-out split (default test)")
+    parser.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+
+
+def _parse_models(items: Sequence[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).parent.name or Path(item).stem, item
+        if not name or not path:
+            raise ConfigError(f"--model {item!r}: expected PATH or NAME=PATH")
+        if name in out:
+            raise ConfigError(f"--model: the name {name!r} is used twice; give each model its own NAME=")
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--model {item!r}: file {str(p)!r} not found")
+        out[name] = p
+    return out
+
+
+def load_eval_data(
+    *,
+    preprocessing: Any,
+    data: str | Path | None = None,
+    sun: str | Path | None = None,
+    son: str | Path | None = None,
+    son_attributes: str | Path | None = None,
+    truth: str | Path | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """The held-out datasets (eval transform of ``preprocessing``) and the truth, if any.
+
+    Returns ``{"son", "sun", "sun_attributes", "son_attr", "son_attr_names", "truth"}``; absent
+    parts are None.
+    """
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.son_attributes import SonAttributeSet
+    from siam.data.sun_attributes import SunAttributes
+    from siam.data.transforms import eval_transform
+    from siam.evaluation.planted import load_truth
+
+    root = Path(data) if data is not None else None
+    if root is not None and not root.is_dir():
+        raise DatasetError(f"--data {str(root)!r} is not a directory")
+    sun_p = Path(sun) if sun else (root / "sun" if root else None)
+    son_p = Path(son) if son else (root / "son" if root else None)
+    attr_p = Path(son_attributes) if son_attributes else (root / "son_attributes.csv" if root else None)
+    truth_p = Path(truth) if truth else (root / "truth" if root else None)
+    if sun_p is None and son_p is None:
+        raise ConfigError("nothing to evaluate on: give --data DIR, or --sun and/or --son")
+    tf = eval_transform(preprocessing)
+    out: dict[str, Any] = {"son": None, "sun": None, "sun_attributes": (), "son_attr": None, "son_attr_names": (), "truth": None}
+    if son_p is not None and son_p.exists():
+        out["son"] = ScenicOrNot(son_p, split, transform=tf)
+    if sun_p is not None and sun_p.exists():
+        ds = SunAttributes(sun_p, split, transform=tf)
+        out["sun"], out["sun_attributes"] = ds, ds.attributes
+    if attr_p is not None and attr_p.is_file() and son_p is not None:
+        ds = SonAttributeSet(attr_p, son_p / "images", transform=tf)
+        out["son_attr"], out["son_attr_names"] = ds, ds.attributes
+    if truth_p is not None and (truth_p / "meta.json").is_file():
+        out["truth"] = load_truth(truth_p)
+    elif truth:
+        raise DatasetError(f"--truth {str(truth_p)!r} has no meta.json")
+    return out
+
+
+def evaluate_models(
+    paths: Mapping[str, str | Path],
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    **data: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Load each model and evaluate it on the held-out data (shared between models with the same
+    preprocessing). Returns (``{name: metrics}`` with ``checkpoint`` set to the file, data-level
+    extras: the noise floor and the SoN attribute set's annotator agreement)."""
+    from siam.checkpoint import load_checkpoint
+    from siam.evaluation.metrics import annotator_agreement
+    from siam.evaluation.runner import EvalData, evaluate_model, sun_map_ceiling
+    from siam.models.siam import SIAM
+
+    cache: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for name, path in paths.items():
+        model = load_checkpoint(path)
+        key = json.dumps(model.preprocessing.to_dict(), sort_keys=True)
+        if key not in cache:
+            cache[key] = load_eval_data(preprocessing=model.preprocessing, split=split, **data)
+        d = cache[key]
+        ev = EvalData(son=d["son"], sun=d["sun"], sun_attributes=d["sun_attributes"], truth=d["truth"], split=split)
+        res = evaluate_model(model, ev, batch_size=batch_size, num_workers=num_workers)
+        if isinstance(model, SIAM) and d["son_attr"] is not None:
+            sa = EvalData(son=None, sun=d["son_attr"], sun_attributes=d["son_attr_names"])
+            r2 = evaluate_model(model, sa, batch_size=batch_size, num_workers=num_workers)
+            res["son_attributes_map"] = r2["sun_map"]
+            res["son_attributes_ap"] = r2.get("sun_ap")
+        res["checkpoint"] = str(path)
+        results[name] = res
+    extra: dict[str, Any] = {}
+    d = next(iter(cache.values()), None)
+    if d is not None and d["truth"] is not None:
+        extra["noise_floor_rmse"] = d["truth"].noise_floor_rmse.get(split)
+        if d["sun"] is not None:
+            extra["sun_map_ceiling"] = sun_map_ceiling(d["truth"], d["sun"], d["sun_attributes"])
+    if d is not None and d["son_attr"] is not None:
+        extra["son_attributes_agreement"] = annotator_agreement(d["son_attr"].labels.numpy(), d["son_attr_names"])
+    return results, extra
+
+
+def run(args: argparse.Namespace) -> int:
+    from siam.evaluation.report import build_report, render_markdown, write_report
+
+    start = time.perf_counter()
+    paths = _parse_models(args.model)
+    results, extra = evaluate_models(
+        paths, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
+        data=args.data, sun=args.sun, son=args.son, son_attributes=args.son_attributes, truth=args.truth,
+    )
+    floor = extra.pop("noise_floor_rmse", None)
+    report = build_report(results, noise_floor_rmse=floor, wall_time_s=time.perf_counter() - start,
+                          split=args.split, extra=extra)
+    if args.out:
+        j, m = write_report(report, args.out)
+        print(f"siam evaluate: wrote {j} and {m}")
+    print(render_markdown(report))
+    return 0

@@ -1,0 +1,311 @@
+"""Planted-truth recovery: does a model find the *what*, *where* and *how much* that ``siam synth``
+planted? (Quantities of issue 4; the planted score is y = b + sum_i <T_i, pool(M_i)> + noise.)
+
+Notation: T (K, m, m) planted templates on the truth grid m; M_i (H, W) the true mask of attribute
+i in an image; pool(M_i) (m, m) its per-cell coverage fraction; A (K, a, a) a model's maps and E
+(K, a, a) its effective templates on the model grid a.
+
+* :func:`contribution_r` (how much): mean over attributes present in >= 5 % of the images of the
+  Pearson r, across images, between the model's contribution c_i and <T_i, pool(M_i)>.
+* :func:`template_r` (templates): Pearson r between E_i (resampled to the truth grid) and T_i over
+  the attributes whose T_i varies in space; :func:`effect_sign_agreement` (reported as
+  ``template_sign_agreement``): the share of attributes whose mean effect on the score (mean
+  contribution where present) has the planted sign.
+* :func:`mass_in_mask` (where): share of A_i's mass inside M_i, each cell's mass spread evenly over
+  its pixels (i.e. A upsampled to image resolution), over the (image, present attribute) pairs.
+* :func:`total_map_r` (where): per-image Pearson r, on the truth grid, between the model's total
+  contribution map sum_i E_i A_i (or a baseline's CAM) and sum_i T_i pool(M_i); averaged.
+
+All functions take arrays (numpy or torch) and are pure; :class:`PlantedTruth` reads ``truth/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from siam.errors import DatasetError
+from siam.evaluation.metrics import pearson_r
+
+__all__ = [
+    "MIN_PRESENCE_SHARE",
+    "PlantedTruth",
+    "load_truth",
+    "pool_masks",
+    "masks_on_model_grid",
+    "resample_maps",
+    "planted_contributions",
+    "planted_total_maps",
+    "contribution_r",
+    "template_r",
+    "effect_sign_agreement",
+    "mass_in_mask",
+    "total_map_r",
+]
+
+MIN_PRESENCE_SHARE = 0.05  # contribution_r: attributes present in >= 5 % of the test images
+
+
+def _t(x: Any) -> torch.Tensor:
+    return x.detach().float().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+# --- resampling ---------------------------------------------------------------------------------
+
+
+def pool_masks(masks: Any, grid: int) -> torch.Tensor:
+    """(..., H, W) bool masks -> (..., grid, grid) coverage fraction per cell (adaptive average)."""
+    m = _t(masks)
+    lead = m.shape[:-2]
+    out = F.adaptive_avg_pool2d(m.reshape(-1, 1, *m.shape[-2:]), grid)  # (n, 1, grid, grid)
+    return out.reshape(*lead, grid, grid)
+
+
+def masks_on_model_grid(masks: Any, grid: int, *, resize: int, crop: int) -> torch.Tensor:
+    """(..., H, W) masks -> (..., grid, grid) coverage fractions of the model's cells.
+
+    Follows the evaluation transform: resize to (resize, resize), centre-crop ``crop``, then split
+    the crop into grid x grid cells (the model's attribute-map cells).
+    """
+    m = _t(masks)
+    lead = m.shape[:-2]
+    x = m.reshape(-1, 1, *m.shape[-2:])
+    if x.shape[-2:] != (resize, resize):
+        x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True)
+    top = (resize - crop) // 2  # as the evaluation transform
+    x = x[..., top : top + crop, top : top + crop]
+    return F.adaptive_avg_pool2d(x, grid).reshape(*lead, grid, grid)
+
+
+def resample_maps(maps: Any, grid: int) -> torch.Tensor:
+    """(..., a, a) maps -> (..., grid, grid): area average when a is a multiple of grid, else
+    bilinear (antialiased) interpolation."""
+    x = _t(maps)
+    lead, a = x.shape[:-2], x.shape[-2:]
+    if tuple(a) == (grid, grid):
+        return x
+    flat = x.reshape(-1, 1, *a)
+    if a[0] % grid == 0 and a[1] % grid == 0:
+        out = F.adaptive_avg_pool2d(flat, grid)
+    else:
+        out = F.interpolate(flat, size=(grid, grid), mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*lead, grid, grid)
+
+
+# --- planted quantities -------------------------------------------------------------------------
+
+
+def planted_contributions(templates: Any, pooled: Any) -> torch.Tensor:
+    """<T_i, pool(M_i)>: templates (K, m, m), pooled masks (N, K, m, m) -> (N, K)."""
+    return torch.einsum("kij,nkij->nk", _t(templates), _t(pooled))
+
+
+def planted_total_maps(templates: Any, pooled: Any) -> torch.Tensor:
+    """sum_i T_i * pool(M_i): (K, m, m), (N, K, m, m) -> (N, m, m)."""
+    return (_t(templates)[None] * _t(pooled)).sum(1)
+
+
+# --- recovery metrics ---------------------------------------------------------------------------
+
+
+@dataclass
+class Recovery:
+    """A mean over items plus the per-item values (attribute name -> value) and what was skipped."""
+
+    value: float
+    per_item: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        clean = lambda v: None if v is None or math.isnan(v) else float(v)  # noqa: E731
+        return {"value": clean(self.value), "per_attribute": {k: clean(v) for k, v in self.per_item.items()},
+                "skipped": list(self.skipped)}
+
+
+def _mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def contribution_r(
+    predicted: Any,
+    planted: Any,
+    present: Any,
+    names: Sequence[str],
+    *,
+    min_share: float = MIN_PRESENCE_SHARE,
+) -> Recovery:
+    """Mean Pearson r over attributes (present in >= ``min_share`` of the N images) between the
+    model's contributions (N, K) and the planted ones (N, K). Scale-free, so a spatially constant
+    template is handled. An attribute whose r is undefined (constant model output) counts as 0."""
+    c, p, pr = _t(predicted).numpy(), _t(planted).numpy(), _t(present).numpy() > 0.5
+    if not (c.shape == p.shape == pr.shape) or c.ndim != 2 or c.shape[1] != len(names):
+        raise ValueError(f"need (N, K) arrays for K={len(names)} names, got {c.shape}, {p.shape}, {pr.shape}")
+    per: dict[str, float] = {}
+    skipped: list[str] = []
+    for k, name in enumerate(names):
+        if pr[:, k].mean() < min_share or np.ptp(p[:, k]) == 0:
+            skipped.append(name)
+            continue
+        r = pearson_r(c[:, k], p[:, k])
+        per[name] = 0.0 if math.isnan(r) else r
+    return Recovery(_mean(list(per.values())), per, skipped)
+
+
+def _varies(t: np.ndarray, rel_tol: float) -> bool:
+    return bool(np.ptp(t) > rel_tol * max(float(np.abs(t).max()), 1e-12))
+
+
+def template_r(
+    learned: Any,
+    planted: Any,
+    names: Sequence[str],
+    *,
+    valid: Any | None = None,
+    rel_tol: float = 1e-3,
+) -> Recovery:
+    """Mean Pearson r between learned (K, a, a) and planted (K, m, m) templates on the truth grid,
+    over attributes whose planted template varies in space (peak-to-peak > ``rel_tol`` x max|T_i|).
+
+    ``valid`` (a, a): the model's border mask; only cells whose resampled validity is > 0.5 count.
+    """
+    T = _t(planted)
+    m = T.shape[-1]
+    E = resample_maps(learned, m).numpy()
+    keep = _valid_cells(valid, m)
+    per: dict[str, float] = {}
+    skipped: list[str] = []
+    for k, name in enumerate(names):
+        t = T[k].numpy()[keep]
+        if not _varies(t, rel_tol):
+            skipped.append(name)
+            continue
+        r = pearson_r(E[k][keep], t)
+        per[name] = 0.0 if math.isnan(r) else r
+    return Recovery(_mean(list(per.values())), per, skipped)
+
+
+def _valid_cells(valid: Any | None, m: int) -> np.ndarray:
+    if valid is None:
+        return np.ones((m, m), dtype=bool)
+    return resample_maps(valid, m).numpy() > 0.5
+
+
+def effect_sign_agreement(
+    predicted: Any, planted: Any, present: Any, names: Sequence[str], *, rel_tol: float = 1e-6
+) -> Recovery:
+    """Share of attributes whose mean effect on the score has the planted sign.
+
+    The mean effect of attribute i is its mean contribution over the images where it is present:
+    the model's c_i (N, K) against the planted <T_i, pool(M_i)> (N, K). Attributes with no present
+    image or a planted mean effect of 0 (zero templates) are skipped. Only values of a template
+    where the attribute occurs are identifiable from data, so the effect (not the template mean
+    over all cells) is compared. Per attribute: 1.0 (agrees) or 0.0."""
+    c, p, pr = _t(predicted).numpy(), _t(planted).numpy(), _t(present).numpy() > 0.5
+    if not (c.shape == p.shape == pr.shape) or c.ndim != 2 or c.shape[1] != len(names):
+        raise ValueError(f"need (N, K) arrays for K={len(names)} names, got {c.shape}, {p.shape}, {pr.shape}")
+    scale = max(float(np.abs(p).max()), 1e-12)
+    per: dict[str, float] = {}
+    skipped: list[str] = []
+    for k, name in enumerate(names):
+        rows = pr[:, k]
+        want = float(p[rows, k].mean()) if rows.any() else 0.0
+        if abs(want) <= rel_tol * scale:
+            skipped.append(name)
+            continue
+        per[name] = float(np.sign(c[rows, k].mean()) == np.sign(want))
+    return Recovery(_mean(list(per.values())), per, skipped)
+
+
+def mass_in_mask(maps: Any, fractions: Any, present: Any) -> np.ndarray:
+    """Per (image, present attribute) share of the map's mass inside the true mask.
+
+    maps (N, K, a, a) >= 0; fractions (N, K, a, a) the mask's coverage of each model cell (see
+    :func:`masks_on_model_grid`); present (N, K) bool. Spreading each cell's mass evenly over its
+    pixels, the in-mask mass is sum(A * fraction). Returns a 1-D array over the pairs whose map
+    has positive mass (pairs with an all-zero map have no share and are left out).
+    """
+    A, fr, pr = _t(maps), _t(fractions), _t(present) > 0.5
+    if A.shape != fr.shape or A.shape[:2] != pr.shape:
+        raise ValueError(f"maps {tuple(A.shape)}, fractions {tuple(fr.shape)}, present {tuple(pr.shape)} disagree")
+    mass = A.sum((-2, -1))  # (N, K)
+    inside = (A * fr).sum((-2, -1))  # (N, K)
+    ok = pr & (mass > 0)
+    return (inside[ok] / mass[ok]).numpy().astype(np.float64)
+
+
+def total_map_r(predicted: Any, planted: Any, *, valid: Any | None = None) -> np.ndarray:
+    """Per-image Pearson r between predicted total maps (N, a, a) (resampled to the truth grid) and
+    planted ones (N, m, m); NaN where either map is constant. ``valid``: see :func:`template_r`."""
+    P = _t(planted)
+    m = P.shape[-1]
+    Q = resample_maps(predicted, m)
+    if Q.shape != P.shape:
+        raise ValueError(f"predicted maps {tuple(Q.shape)} and planted maps {tuple(P.shape)} disagree")
+    keep = torch.as_tensor(_valid_cells(valid, m))
+    return np.array([pearson_r(Q[n][keep].numpy(), P[n][keep].numpy()) for n in range(P.shape[0])])
+
+
+# --- reading truth/ -----------------------------------------------------------------------------
+
+
+@dataclass
+class PlantedTruth:
+    """What ``siam synth`` planted (``DIR/truth``): templates (K, m, m), names, bias, noise floor."""
+
+    root: Path
+    attributes: tuple[str, ...]
+    templates: np.ndarray
+    bias: float
+    noise_floor_rmse: dict[str, float]
+    meta: dict[str, Any]
+
+    @property
+    def grid(self) -> int:
+        return int(self.templates.shape[-1])
+
+    def masks(self, source: str, ident: str) -> np.ndarray:
+        """(K, H, W) bool true masks of one image (``source``: ``"son"`` or ``"sun"``)."""
+        p = self.root / "masks" / source / f"{ident}.npz"
+        if not p.is_file():
+            raise DatasetError(f"no planted masks for {source} image {ident!r}: {p} is missing")
+        with np.load(p, allow_pickle=False) as z:
+            if "masks" not in z:
+                raise DatasetError(f"{p}: expected key 'masks', found {sorted(z.files)}")
+            m = np.asarray(z["masks"]).astype(bool)
+        if m.ndim != 3 or m.shape[0] != len(self.attributes):
+            raise DatasetError(f"{p}: masks must be (K={len(self.attributes)}, H, W), got {m.shape}")
+        return m
+
+
+def load_truth(root: str | os.PathLike[str]) -> PlantedTruth:
+    """Read ``truth/meta.json`` and ``truth/templates.npy``; clear errors for missing/bad files."""
+    r = Path(root)
+    meta_p, tmpl_p = r / "meta.json", r / "templates.npy"
+    for p in (meta_p, tmpl_p):
+        if not p.is_file():
+            raise DatasetError(f"planted truth incomplete: {p} is missing (expected the 'siam synth' truth/ layout)")
+    try:
+        meta = json.loads(meta_p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{meta_p}: not valid JSON ({exc})") from None
+    templates = np.load(tmpl_p, allow_pickle=False).astype(np.float64)
+    names = tuple(meta.get("attributes") or ())
+    if templates.ndim != 3 or templates.shape[0] != len(names) or templates.shape[1] != templates.shape[2]:
+        raise DatasetError(f"{tmpl_p}: templates must be (K={len(names)}, m, m), got {templates.shape}")
+    floor = meta.get("noise_floor_rmse") or {}
+    if not isinstance(floor, dict):
+        raise DatasetError(f"{meta_p}: noise_floor_rmse must map split -> RMSE, got {floor!r}")
+    return PlantedTruth(
+        root=r, attributes=names, templates=templates, bias=float(meta.get("bias", 0.0)),
+        noise_floor_rmse={k: float(v) for k, v in floor.items()}, meta=meta,
+    )

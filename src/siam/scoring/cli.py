@@ -1,0 +1,59 @@
+"""``siam score``: batch-score images into resumable Parquet part files (see :mod:`siam.scoring.batch`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from siam.data.images import DEFAULT_MAX_MEGAPIXELS
+from siam.scoring.batch import DEFAULT_PART_SIZE, IMAGE_EXTENSIONS, read_scores, score_images
+from siam.scoring.inference import PRECISIONS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Score many images with a checkpoint into Parquet part files plus a manifest (one row per "
+        "input: path, status, error, score, presence_<attribute>, contribution_<attribute>). "
+        f"INPUT is a directory (searched recursively for {', '.join(IMAGE_EXTENSIONS)}), one image, "
+        "or a text file with one path per line (relative to the file; '#' comments). Images that "
+        "cannot be decoded become status=error rows. After an interruption (even kill -9), rerun "
+        "the same command with --resume."
+    )
+    parser.add_argument("input", metavar="INPUT", help="image directory, image file, or text list of paths")
+    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt)")
+    parser.add_argument("--out", required=True, help="output folder (new or empty, or the one to resume)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader decoding processes (default: CPU count - 1, at most 8; 0 = in process)")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+    parser.add_argument("--maps", choices=["none", "npz"], default="none",
+                        help="also save the attribute maps (B, K, m, m) per part as NPZ (SIAM only)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="auto: bf16 where native (CUDA bf16, CPU AVX512-BF16/AMX), else fp32")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument("--part-size", type=int, default=DEFAULT_PART_SIZE,
+                        help=f"rows per Parquet part file (default {DEFAULT_PART_SIZE}); fixed for a run")
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                        help=f"reject larger images as errors (default {DEFAULT_MAX_MEGAPIXELS:g})")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = score_images(
+        args.checkpoint, args.input, args.out,
+        batch_size=args.batch_size, workers=args.workers, resume=args.resume, maps=args.maps,
+        precision=args.precision, device=args.device, part_size=args.part_size,
+        max_megapixels=args.max_megapixels, progress=False if args.no_progress else None,
+    )
+    print(
+        f"scored {summary.num_inputs} inputs into {summary.out}: {summary.ok} ok, {summary.errors} "
+        f"errors, {summary.parts} part(s) ({summary.parts_written} written now), precision "
+        f"{summary.precision}, {summary.seconds:.1f} s"
+    )
+    if summary.errors:
+        table = read_scores(summary.out)
+        errors = [e for e in table.column("error").to_pylist() if e is not None]
+        for message in errors[:5]:
+            print(f"  error: {message}")
+        if len(errors) > 5:
+            print(f"  ... and {len(errors) - 5} more (status='error' rows)")
+    return 0

@@ -1,0 +1,67 @@
+"""Losses of the SIAM training stages (paper Sec. 3.3).
+
+* L_SUN: binary cross-entropy between the attribute presence (B, K) and the continuous SUN labels
+  (fraction of annotators who saw the attribute), on SUN rows only.
+* L_SoN: mean squared error between the predicted and the mean ScenicOrNot score, on SoN rows only,
+  optionally plus the squared error of the predicted vote variance.
+* joint: L = L_SUN + lambda L_SoN (lambda = 0.1 by default).
+
+Every loss is computed in float32 (also under mixed precision) and is a graph-connected zero when
+its batch holds no row of its kind, so that the total stays differentiable.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["sun_loss", "son_loss", "PRESENCE_EPS"]
+
+PRESENCE_EPS = 1e-6  # keeps log(p) and log(1 - p) finite for p in [0, 1]
+
+
+def _rows(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return t if mask is None else t[mask]
+
+
+def sun_loss(presence: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over the (row, attribute) pairs of the rows selected by ``mask``.
+
+    presence: (B, K) in [0, 1] (tanh or sigmoid of the pooled map); labels: (B, K) in [0, 1];
+    mask: (B,) bool, True for rows with SUN labels (None: all rows).
+    """
+    if presence.shape != labels.shape:
+        raise ValueError(f"presence {tuple(presence.shape)} and labels {tuple(labels.shape)} differ in shape")
+    p = _rows(presence, mask).float().clamp(PRESENCE_EPS, 1.0 - PRESENCE_EPS)  # (N, K)
+    y = _rows(labels, mask).float()  # (N, K)
+    if p.numel() == 0:
+        return presence.sum() * 0.0
+    return -(y * torch.log(p) + (1.0 - y) * torch.log1p(-p)).mean()
+
+
+def son_loss(
+    score: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    variance: torch.Tensor | None = None,
+    variance_target: torch.Tensor | None = None,
+    variance_mask: torch.Tensor | None = None,
+    variance_weight: float = 0.0,
+) -> torch.Tensor:
+    """MSE of the score over the rows in ``mask`` (+ ``variance_weight`` x MSE of the variance).
+
+    score, target: (B,); mask: (B,) bool (None: all rows). The variance term uses the rows in
+    ``mask & variance_mask`` and is skipped when the model predicts no variance.
+    """
+    if score.shape != target.shape:
+        raise ValueError(f"score {tuple(score.shape)} and target {tuple(target.shape)} differ in shape")
+    pred = _rows(score, mask).float()  # (N,)
+    if pred.numel() == 0:
+        return score.sum() * 0.0
+    loss = ((pred - _rows(target, mask).float()) ** 2).mean()
+    if variance_weight > 0 and variance is not None and variance_target is not None:
+        vmask = mask if variance_mask is None else (variance_mask if mask is None else mask & variance_mask)
+        v = _rows(variance, vmask).float()
+        if v.numel():
+            loss = loss + variance_weight * ((v - _rows(variance_target, vmask).float()) ** 2).mean()
+    return loss

@@ -1,0 +1,243 @@
+"""The LightningModule: losses, optimiser and template projection over a plain SIAM / Baseline.
+
+Stages (paper Sec. 3.3 and 4.2):
+
+=========== ============================== ================================================
+stage       trains                         loss
+=========== ============================== ================================================
+``sun``     f (backbone + attribute head)  L_SUN on SUN rows
+``son-head`` g (template head); f frozen   L_SoN on SoN rows ("no finetuning" row of Tab. 2)
+``joint``   f and g                        L_SUN + lambda L_SoN
+``baseline`` the unconstrained regressor    L_SoN on SoN rows
+=========== ============================== ================================================
+
+A training batch is a dict ``{"sun": Batch, "son": Batch}`` (either key may be absent), one batch
+of each dataset per step; each loss only sees rows of its own dataset (the Batch masks).
+The templates are projected onto >= 0 after *every* optimiser step, a non-finite loss or weight
+stops training with an error naming the step (nothing is saved), and every Lightning checkpoint
+carries ``ckpt["siam_meta"]`` (model config, preprocessing, attribute names, train config).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import CatMetric, MeanSquaredError
+
+from siam.checkpoint import model_meta
+from siam.data.samples import Batch
+from siam.errors import SiamError
+from siam.models.baseline import Baseline, BaselineOutput
+from siam.models.siam import SIAM, SIAMOutput
+from siam.training.config import STAGES, OptimConfig
+from siam.training.losses import son_loss, sun_loss
+
+__all__ = ["SiamModule", "NonFiniteError", "trainable_parts"]
+
+
+class NonFiniteError(SiamError, FloatingPointError):
+    """A loss or a weight became NaN/inf; training stops and nothing is saved."""
+
+
+def trainable_parts(model: SIAM | Baseline, stage: str) -> dict[str, bool]:
+    """Which sub-modules a stage trains: ``{name: requires_grad}``."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; allowed: {list(STAGES)}")
+    if stage == "baseline":
+        if not isinstance(model, Baseline):
+            raise ValueError(f"stage 'baseline' trains a Baseline model, got {type(model).__name__}")
+        return {"backbone": True, "regressor": True}
+    if not isinstance(model, SIAM):
+        raise ValueError(f"stage {stage!r} trains a SIAM model, got {type(model).__name__}")
+    f = stage in ("sun", "joint")
+    g = stage in ("son-head", "joint")
+    return {"backbone": f, "attribute_head": f, "template_head": g}
+
+
+class SiamModule(L.LightningModule):
+    """Train ``model`` for ``stage`` with Adam + step decay (:class:`OptimConfig`).
+
+    ``train_config`` (the resolved :class:`~siam.training.config.TrainConfig` as a dict) is stored
+    in every checkpoint's ``siam_meta``. ``channels_last`` converts model and inputs.
+    """
+
+    def __init__(
+        self,
+        model: SIAM | Baseline,
+        *,
+        stage: str,
+        optim: OptimConfig | None = None,
+        train_config: dict[str, Any] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = stage
+        self.optim = optim or OptimConfig()
+        self.train_config = train_config
+        self.channels_last = channels_last
+        self._parts = trainable_parts(model, stage)
+        for name, train in self._parts.items():
+            getattr(model, name).requires_grad_(train)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.val_rmse = MeanSquaredError(squared=False)
+        self.val_presence = CatMetric()
+        self.val_labels = CatMetric()
+        self.train(self.training)
+
+    def on_train_epoch_start(self) -> None:
+        self.train(True)  # Lightning does not call .train() on a module that is already training
+
+    # --- modes ------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "SiamModule":
+        """Frozen parts stay in eval mode (no BatchNorm statistics updates) while training."""
+        super().train(mode)
+        if mode:
+            for name, train in self._parts.items():
+                if not train:
+                    getattr(self.model, name).eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> SIAMOutput | BaselineOutput:
+        """The wrapped model's output for images (B, 3, H, W)."""
+        return self.model(self._prepare(x))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    # --- losses -----------------------------------------------------------------------------------
+
+    def compute_losses(self, batches: Mapping[str, Batch]) -> dict[str, torch.Tensor]:
+        """Per-term losses and their weighted ``total`` for one step's batches."""
+        o = self.optim
+        terms: dict[str, torch.Tensor] = {}
+        total: torch.Tensor | None = None
+        sun = batches.get("sun")
+        if self.stage in ("sun", "joint") and sun is not None and bool(sun.attributes_mask.any()):
+            if sun.attributes is None:
+                raise ValueError("a SUN batch without attribute labels reached the SUN loss")
+            out = self.model(self._prepare(sun.image))
+            terms["sun"] = sun_loss(out.presence, sun.attributes, sun.attributes_mask)
+            total = terms["sun"]
+        son = batches.get("son")
+        if self.stage in ("son-head", "joint", "baseline") and son is not None and bool(son.score_mask.any()):
+            out = self.model(self._prepare(son.image))
+            terms["son"] = son_loss(
+                out.score, son.score, son.score_mask,
+                variance=out.variance, variance_target=son.variance, variance_mask=son.variance_mask,
+                variance_weight=o.variance_weight,
+            )
+            weight = o.son_weight if self.stage == "joint" else 1.0
+            total = weight * terms["son"] if total is None else total + weight * terms["son"]
+        if total is None:
+            raise ValueError(
+                f"stage {self.stage!r} got a step without any usable rows (batches: {sorted(batches)}); "
+                "the SUN loss needs SUN rows with labels and the SoN loss SoN rows with scores"
+            )
+        if o.template_l1 > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
+            terms["template_l1"] = self.model.template_l1()
+            total = total + o.template_l1 * terms["template_l1"]
+        terms["total"] = total
+        return terms
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        batches = _as_dict(batch)
+        terms = self.compute_losses(batches)
+        bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v.detach()).all()}
+        if bad:
+            raise NonFiniteError(
+                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}): {bad}; training stopped before the optimiser step, so no NaN "
+                f"weights were applied or saved. Lower optim.lr, check the data, or use 32-true precision."
+            )
+        size = sum(len(b) for b in batches.values())
+        for name, value in terms.items():
+            self.log(f"train/{name}_loss" if name != "total" else "train/loss", value.detach(),
+                     prog_bar=name == "total", batch_size=size, sync_dist=False)
+        return terms["total"]
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Step, then project the templates onto >= 0 (paper Sec. 3.2) and check the weights."""
+        optimizer.step(closure=optimizer_closure)
+        if isinstance(self.model, SIAM):
+            self.model.project_()
+        bad = _non_finite_params(self.model)
+        if bad:
+            raise NonFiniteError(
+                f"non-finite weights after the optimiser step at global step {self.global_step} "
+                f"(epoch {epoch}, batch {batch_idx}) in {bad[:5]}; training stopped and nothing was saved"
+            )
+
+    # --- validation -------------------------------------------------------------------------------
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Accumulate the SoN RMSE on rows with a score and SUN AP inputs on rows with labels."""
+        for b in _as_dict(batch).values():
+            with torch.no_grad():
+                out = self.model(self._prepare(b.image))
+            if bool(b.score_mask.any()):
+                self.val_rmse.update(out.score[b.score_mask].float(), b.score[b.score_mask].float())
+            if isinstance(self.model, SIAM) and b.attributes is not None and bool(b.attributes_mask.any()):
+                self.val_presence.update(out.presence[b.attributes_mask].float())
+                self.val_labels.update(b.attributes[b.attributes_mask].float())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_rmse.update_count:
+            self.log("val/son_rmse", self.val_rmse.compute(), prog_bar=True)
+            self.val_rmse.reset()
+        if self.val_presence.update_count:
+            from siam.evaluation.metrics import attribute_ap
+
+            presence = self.val_presence.compute().reshape(-1, self.model.num_attributes)
+            labels = self.val_labels.compute().reshape(-1, self.model.num_attributes)
+            ap = attribute_ap(presence.cpu().numpy(), labels.cpu().numpy(), self.model.attributes)
+            if not math.isnan(ap.mean_ap):
+                self.log("val/sun_map", ap.mean_ap, prog_bar=True)
+            self.val_presence.reset()
+            self.val_labels.reset()
+
+    # --- optimiser and checkpoints ----------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"stage {self.stage!r} has no trainable parameters")
+        optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        if o.lr_decay_every <= 0 or o.lr_decay_gamma == 1.0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.lr_decay_every, gamma=o.lr_decay_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save NaN weights; add the siam meta (config, preprocessing, attribute names)."""
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]} (global step {self.global_step})")
+        checkpoint["siam_meta"] = model_meta(self.model, train_config=self.train_config)
+        checkpoint["siam_meta"]["stage"] = self.stage
+
+
+def _as_dict(batch: Any) -> dict[str, Batch]:
+    """Normalise what a loader yields into ``{"sun"|"son": Batch}``."""
+    if isinstance(batch, Batch):
+        return {"son" if bool(batch.score_mask.any()) else "sun": batch}
+    if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], (dict, Batch)):
+        batch = batch[0]  # CombinedLoader in some modes yields (batch, batch_idx, dataloader_idx)
+    if isinstance(batch, Mapping):
+        return {k: v for k, v in batch.items() if v is not None}
+    raise TypeError(f"expected a Batch or a dict of Batches, got {type(batch).__name__}")
+
+
+def _non_finite_params(model: torch.nn.Module) -> list[str]:
+    """Names of trained parameters holding NaN/inf (one fused max-abs check on the fast path)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params or torch.isfinite(torch.nn.utils.get_total_norm(params, norm_type=math.inf)):
+        return []
+    return [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]

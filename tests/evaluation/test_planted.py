@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from siam.errors import DatasetError
+from siam.evaluation import planted as P
+
+NAMES = ("a", "b", "c", "d")
+
+
+def _case(seed: int = 0, n: int = 30, m: int = 4, hw: int = 16):
+    rng = np.random.default_rng(seed)
+    T = rng.normal(size=(len(NAMES), m, m))
+    T[3] = 0.7  # spatially constant template: no template_r, still has a sign
+    masks = rng.random((n, len(NAMES), hw, hw)) < rng.random((n, len(NAMES), 1, 1))
+    return T, masks
+
+
+def test_pool_masks_gives_cell_fractions() -> None:
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :2] = True  # top-left cell fully, top-right cell not at all (grid 2: 4x4 cells)
+    got = P.pool_masks(mask, 2)
+    torch.testing.assert_close(got, torch.tensor([[0.5, 0.0], [0.0, 0.0]]))
+
+
+def test_masks_on_model_grid_follows_resize_and_centre_crop() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[:, 10:] = True  # right half
+    got = P.masks_on_model_grid(mask, 2, resize=20, crop=10)  # crop rows/cols 5..14
+    torch.testing.assert_close(got, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+
+
+def test_perfect_recovery_gives_one_everywhere() -> None:
+    T, masks = _case()
+    pooled = P.pool_masks(masks, 4)  # (N, K, 4, 4)
+    planted = P.planted_contributions(T, pooled)  # (N, K)
+    present = masks.reshape(*masks.shape[:2], -1).any(-1)
+    cr = P.contribution_r(3.0 * planted + 1.0, planted, present, NAMES)
+    assert cr.value == pytest.approx(1.0)
+    tr = P.template_r(2.0 * torch.as_tensor(T) + 0.5, T, NAMES)
+    assert tr.value == pytest.approx(1.0) and tr.skipped == ["d"]
+    assert P.effect_sign_agreement(5.0 * planted, planted, present, NAMES).value == 1.0
+    totals = P.planted_total_maps(T, pooled)
+    np.testing.assert_allclose(P.total_map_r(2.0 * totals + 3.0, totals), 1.0, atol=1e-6)
+    # Hand check of one planted contribution: <T_i, pool(M_i)>.
+    assert float(planted[0, 1]) == pytest.approx(float((T[1] * pooled[0, 1].numpy()).sum()), rel=1e-5)
+
+
+def test_template_r_resamples_a_finer_learned_grid() -> None:
+    T, _ = _case()
+    finer = torch.as_tensor(T, dtype=torch.float32).repeat_interleave(2, -1).repeat_interleave(2, -2)  # (K, 8, 8)
+    assert P.template_r(finer, T, NAMES).value == pytest.approx(1.0)
+
+
+def test_effect_sign_agreement_counts_flipped_and_skips_zero_effects() -> None:
+    planted = torch.tensor([[1.0, -2.0, 0.0, 0.5], [3.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    present = torch.tensor([[True, True, True, True], [True, True, True, False], [False, False, False, False]])
+    pred = torch.tensor([[0.5, 1.0, 9.0, -0.1], [0.1, 1.0, -9.0, 7.0], [-99.0, 0.0, 0.0, 0.0]])
+    res = P.effect_sign_agreement(pred, planted, present, NAMES)
+    # a: +0.3 vs +2 agrees (the absent third image does not count); b: +1 vs -1.5 disagrees;
+    # c: zero planted effect, skipped; d: -0.1 vs +0.5 disagrees.
+    assert res.per_item == {"a": 1.0, "b": 0.0, "d": 0.0} and res.skipped == ["c"]
+    assert res.value == pytest.approx(1 / 3)
+
+
+def test_contribution_r_skips_rare_attributes_and_scores_anticorrelation() -> None:
+    T, masks = _case()
+    masks[:, 2] = False
+    masks[0, 2, :2, :2] = True  # attribute c in 1 of 30 images (< 5 %)
+    pooled = P.pool_masks(masks, 4)
+    planted = P.planted_contributions(T, pooled)
+    present = masks.reshape(*masks.shape[:2], -1).any(-1)
+    pred = planted.clone()
+    pred[:, 0] = -pred[:, 0]
+    res = P.contribution_r(pred, planted, present, NAMES)
+    assert "c" in res.skipped and res.per_item["a"] == pytest.approx(-1.0)
+    assert res.value == pytest.approx((-1.0 + 1.0 + 1.0) / 3)
+
+
+def test_mass_in_mask_hand_computed() -> None:
+    frac = torch.zeros(1, 2, 2, 2)
+    frac[0, 0, 0, :] = 1.0  # attribute 0 covers the top row of cells
+    frac[0, 1] = 0.25  # attribute 1 covers a quarter of every cell
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 0, 0, 0] = 3.0
+    maps[0, 0, 1, 1] = 1.0  # 3 of 4 units inside
+    maps[0, 1] = 1.0  # uniform map: a quarter inside
+    got = P.mass_in_mask(maps, frac, torch.tensor([[True, True]]))
+    np.testing.assert_allclose(got, [0.75, 0.25])
+    # Absent attributes and empty maps are left out.
+    maps[0, 1] = 0.0
+    np.testing.assert_allclose(P.mass_in_mask(maps, frac, torch.tensor([[True, True]])), [0.75])
+    assert P.mass_in_mask(maps, frac, torch.tensor([[False, True]])).size == 0
+
+
+def test_total_map_r_uses_only_valid_cells_and_nan_for_constant() -> None:
+    planted = torch.arange(16.0).reshape(1, 4, 4)
+    pred = planted.clone()
+    pred[0, 0, 0] = 100.0  # garbage in a border cell
+    valid = torch.ones(4, 4)
+    valid[0, 0] = 0
+    assert P.total_map_r(pred, planted, valid=valid)[0] == pytest.approx(1.0)
+    assert P.total_map_r(pred, planted)[0] < 0.99
+    assert np.isnan(P.total_map_r(torch.ones(1, 4, 4), planted)[0])
+
+
+def test_load_truth_and_masks(tmp_path: Path) -> None:
+    root = tmp_path / "truth"
+    with pytest.raises(DatasetError, match="meta.json is missing"):
+        P.load_truth(root)
+    (root / "masks" / "son").mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps({"attributes": list(NAMES), "grid": 4, "bias": 5.0,
+                                                "noise_floor_rmse": {"test": 0.5}}))
+    np.save(root / "templates.npy", np.zeros((4, 4, 4)))
+    np.savez_compressed(root / "masks" / "son" / "7.npz", masks=np.ones((4, 8, 8), bool))
+    truth = P.load_truth(root)
+    assert truth.grid == 4 and truth.noise_floor_rmse == {"test": 0.5} and truth.bias == 5.0
+    assert truth.masks("son", "7").shape == (4, 8, 8)
+    with pytest.raises(DatasetError, match="no planted masks"):
+        truth.masks("son", "8")
+    np.save(root / "templates.npy", np.zeros((3, 4, 4)))
+    with pytest.raises(DatasetError, match=r"\(K=4, m, m\)"):
+        P.load_truth(root)

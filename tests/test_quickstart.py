@@ -1,0 +1,94 @@
+"""A tiny end-to-end quickstart (few images, 2 steps per stage) and `siam evaluate` on its output."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy import stats
+
+import siam
+from siam.cli import main
+from siam.evaluation.report import MODEL_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quickstart")
+    code = main(["quickstart", "--out", str(out), "--n-sun", "30", "--n-son", "40", "--workers", "1",
+                 "--set", "trainer.max_steps=2", "--set", "data.batch_size=8", "--set", "data.son_batch_size=8",
+                 "--set", "trainer.progress_bar=false", "--no-explain"])
+    assert code == 0
+    return out
+
+
+def test_recipe_file_matches_builtin_recipe() -> None:
+    from siam.quickstart import RECIPE
+
+    assert yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text()) == RECIPE
+
+
+def test_report_has_every_key_for_the_three_models(smoke: Path) -> None:
+    report = json.loads((smoke / "report.json").read_text())
+    assert set(report["models"]) == {"baseline", "siam_no_finetune", "siam_joint"}
+    assert report["noise_floor_rmse"] > 0 and report["wall_time_s"] > 0
+    for name, m in report["models"].items():
+        assert set(MODEL_KEYS) <= set(m), name
+        assert Path(m["checkpoint"]).is_file() and isinstance(m["son_rmse"], float)
+    assert report["models"]["baseline"]["sun_map"] is None  # no attributes
+    assert isinstance(report["models"]["baseline"]["total_map_r"], float)  # its CAM
+    for key in ("sun_map", "template_sign_agreement", "mass_in_mask", "total_map_r"):
+        assert isinstance(report["models"]["siam_joint"][key], float), key
+    assert [t["name"] for t in report["targets"]][0].startswith("SIAM joint RMSE")
+    md = (smoke / "report.md").read_text()
+    assert "| RMSE |" in md and "SIAM, no finetuning" in md and "## Targets" in md
+    # The chain: no-finetuning starts from the sun stage, joint from no-finetuning.
+    meta = siam.checkpoint.read_meta(smoke / "joint" / "model.safetensors")
+    assert meta["train_config"]["init_from"].endswith("son_head/model.safetensors")
+
+
+def test_rerun_keeps_finished_stages(smoke: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (smoke / "joint" / "model.safetensors").stat().st_mtime_ns
+    # Same recipe (the progress bar setting does not count): nothing is retrained.
+    code = main(["quickstart", "--out", str(smoke), "--data", str(smoke / "data"), "--set", "trainer.max_steps=2",
+                 "--set", "data.batch_size=8", "--set", "data.son_batch_size=8", "--no-explain"])
+    assert code == 0 and "already trained" in capsys.readouterr().out
+    assert (smoke / "joint" / "model.safetensors").stat().st_mtime_ns == before
+    # Another recipe must not silently reuse them.
+    assert main(["quickstart", "--out", str(smoke), "--data", str(smoke / "data"), "--set", "trainer.max_steps=3",
+                 "--no-explain"]) == 2
+    assert "trained with another recipe" in capsys.readouterr().err
+
+
+def test_evaluate_cli_agrees_with_direct_computation(smoke: Path, tmp_path: Path) -> None:
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.transforms import eval_transform
+
+    joint = smoke / "joint" / "model.safetensors"
+    code = main(["evaluate", "--data", str(smoke / "data"), "--model", f"siam_joint={joint}",
+                 "--model", f"baseline={smoke / 'baseline' / 'model.safetensors'}", "--out", str(tmp_path)])
+    assert code == 0
+    got = json.loads((tmp_path / "report.json").read_text())["models"]["siam_joint"]
+    model = siam.load_checkpoint(joint)
+    ds = ScenicOrNot(smoke / "data" / "son", "test", transform=eval_transform(model.preprocessing))
+    with torch.no_grad():
+        pred = model(torch.stack([ds[i].image for i in range(len(ds))])).score.numpy()
+    y = ds.scores.numpy()
+    assert got["son_rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - y) ** 2))), rel=1e-5)
+    tau = stats.kendalltau(pred, y, variant="b").statistic
+    assert (got["son_tau"] is None and math.isnan(tau)) or got["son_tau"] == pytest.approx(tau, abs=1e-6)
+
+
+def test_explain_hook_accepts_what_the_quickstart_passes(tmp_path: Path) -> None:
+    import inspect
+
+    from siam.explain import quickstart_hook
+
+    inspect.signature(quickstart_hook).bind(out=tmp_path, data=tmp_path, models={}, report={})

@@ -1,0 +1,138 @@
+"""Stages on tiny in-memory data: what each trains, the joint loss, projection, init and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import siam
+from siam.data.datamodule import SiamDataModule
+from siam.data.samples import collate
+from siam.training.engine import fit, prepare_model
+from siam.training.losses import sun_loss
+from siam.training.module import SiamModule
+
+from .helpers import NAMES, samples, tiny_config
+
+
+def _dm(stage: str, n: int = 24) -> SiamDataModule:
+    sets = {"sun": samples("sun", n, 1), "son": samples("son", n, 2)}
+    use = {"sun": ("sun",), "son-head": ("son",), "joint": ("sun", "son"), "baseline": ("son",)}[stage]
+    return SiamDataModule(train={k: sets[k] for k in use}, batch_sizes={"sun": 8, "son": 8})
+
+
+class _TemplateWatch(L.Callback):
+    """Records the smallest template value after every training step."""
+
+    def __init__(self) -> None:
+        self.minima: list[float] = []
+        self.zeros: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        t = pl_module.model.template_head.templates.detach()
+        self.minima.append(float(t.min()))
+        self.zeros.append(int((t == 0).sum()))
+
+
+def _state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_joint_loss_is_sun_plus_lambda_son_on_own_rows() -> None:
+    torch.manual_seed(0)
+    model = siam.build_model(backbone="tiny", attributes=NAMES, grid=4, border=0)
+    module = SiamModule(model, stage="joint")
+    sun, son = collate(samples("sun", 4, 3)), collate(samples("son", 5, 4))
+    model.eval()  # deterministic BatchNorm for the comparison
+    got = module.compute_losses({"sun": sun, "son": son})
+    want_sun = sun_loss(model(sun.image).presence, sun.attributes)
+    want_son = ((model(son.image).score - son.score) ** 2).mean()
+    torch.testing.assert_close(got["sun"], want_sun)
+    torch.testing.assert_close(got["son"], want_son)
+    torch.testing.assert_close(got["total"], want_sun + 0.1 * want_son)
+    # The SUN stage ignores SoN rows and vice versa.
+    assert set(SiamModule(model, stage="sun").compute_losses({"sun": sun, "son": son})) == {"sun", "total"}
+    assert set(SiamModule(model, stage="son-head").compute_losses({"sun": sun, "son": son})) == {"son", "total"}
+    with pytest.raises(ValueError, match="without any usable rows"):
+        SiamModule(model, stage="sun").compute_losses({"son": son})
+
+
+def test_sun_stage_trains_f_only(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "sun", "sun")
+    model = prepare_model(cfg, NAMES, None)
+    before_g, before_f = _state(model, "template_head"), _state(model, "backbone")
+    res = fit(cfg, datamodule=_dm("sun"), attributes=NAMES)
+    assert res.global_step == 3 and res.model_path is not None
+    trained = res.model
+    assert not _changed(before_g, _state(trained, "template_head"))
+    assert _changed(before_f, _state(trained, "backbone"))
+    loaded = siam.load_checkpoint(res.model_path)
+    assert loaded.attributes == NAMES and loaded.meta["train_config"]["stage"] == "sun"
+    assert loaded.preprocessing.crop == 32
+
+
+def test_son_head_freezes_f_projects_templates_and_inits_bias(tmp_path: Path) -> None:
+    sun = fit(tiny_config(tmp_path / "sun", "sun"), datamodule=_dm("sun"), attributes=NAMES)
+    cfg = tiny_config(tmp_path / "head", "son-head", init_from=str(sun.model_path), optim={"lr": 0.05},
+                      trainer={"max_epochs": 2})
+    start = prepare_model(cfg, NAMES, 4.25)
+    assert float(start.template_head.bias.detach()) == 4.25  # b = mean training score
+    f_before = {**_state(start, "backbone"), **_state(start, "attribute_head")}
+    sun_f = {k: v for k, v in sun.model.state_dict().items() if k.startswith(("backbone", "attribute_head"))}
+    assert not _changed(sun_f, f_before)  # init_from copied f
+    watch = _TemplateWatch()
+    res = fit(cfg, datamodule=_dm("son-head"), attributes=NAMES, son_train_mean=4.25, callbacks=[watch])
+    after = res.model.state_dict()
+    # f frozen, BatchNorm statistics included.
+    assert not _changed(f_before, {k: after[k] for k in f_before})
+    assert _changed(_state(start, "template_head"), {k: after[k] for k in _state(start, "template_head")})
+    # Projected after every step: never negative, and clamping visibly happened.
+    assert len(watch.minima) == res.global_step == 6
+    assert min(watch.minima) >= 0.0 and max(watch.zeros) > 0
+
+
+def test_joint_and_baseline_train_everything(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "joint", "joint")
+    start = prepare_model(cfg, NAMES, 5.0)
+    res = fit(cfg, datamodule=_dm("joint"), attributes=NAMES, son_train_mean=5.0)
+    for part in ("backbone", "attribute_head", "template_head"):
+        assert _changed(_state(start, part), _state(res.model, part)), part
+    cfg = tiny_config(tmp_path / "base", "baseline")
+    res = fit(cfg, datamodule=_dm("baseline"), attributes=NAMES, son_train_mean=5.0)
+    assert isinstance(res.model, siam.Baseline)
+    last = torch.load(res.last_checkpoint, weights_only=True)
+    assert last["global_step"] == res.global_step == 3  # last.ckpt also written at the end
+    assert last["siam_meta"]["model"]["kind"] == "baseline"
+    # The resume file and the exported model hold the same weights.
+    a, b = siam.load_checkpoint(res.last_checkpoint), siam.load_checkpoint(res.model_path)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(a(x).score, b(x).score)
+
+
+def test_init_from_must_match_architecture(tmp_path: Path) -> None:
+    sun = fit(tiny_config(tmp_path / "sun", "sun", trainer={"max_steps": 1}), datamodule=_dm("sun"), attributes=NAMES)
+    cfg = tiny_config(tmp_path / "j", "joint", init_from=str(sun.model_path), model={"grid": 2})
+    with pytest.raises(siam.errors.ConfigError, match="grid: checkpoint 4, config 2"):
+        prepare_model(cfg, NAMES, 5.0)
+    cfg = tiny_config(tmp_path / "b", "baseline", init_from=str(sun.model_path))
+    with pytest.raises(siam.errors.ConfigError, match="holds a SIAM"):
+        prepare_model(cfg, NAMES, 5.0)
+
+
+def test_bf16_mixed_precision_and_channels_last(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "bf16", "joint", trainer={"precision": "bf16-mixed", "channels_last": True,
+                                                           "max_steps": 2})
+    res = fit(cfg, datamodule=_dm("joint"), attributes=NAMES, son_train_mean=5.0)
+    assert res.global_step == 2
+    conv = res.model.backbone.body[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    state = siam.load_checkpoint(res.model_path).state_dict()
+    assert all(v.dtype != torch.bfloat16 for v in state.values())  # weights stay float32 (mixed precision)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
