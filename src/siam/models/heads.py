@@ -120,6 +120,8 @@ class TemplateHead(nn.Module):
         return self.weight[:, None, None] * mixed  # (K, m, m)
 
     def forward(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        # NCHW layout: with channels_last maps the einsum below is ~60x slower on CPU.
+        maps = maps.contiguous(memory_format=torch.contiguous_format)  # (B, K, m, m)
         z2 = torch.einsum("bkij,ktij->bkt", maps, self.templates)  # (B, K, 2) <T_it, A_i>
         z = (z2 * self.mixing).sum(-1)  # (B, K) mixed evidence z_i
         contributions = self.weight * z  # (B, K) w_i z_i, signed
