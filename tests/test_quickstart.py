@@ -86,6 +86,30 @@ def test_evaluate_cli_agrees_with_direct_computation(smoke: Path, tmp_path: Path
     assert (got["son_tau"] is None and math.isnan(tau)) or got["son_tau"] == pytest.approx(tau, abs=1e-6)
 
 
+def test_evaluate_faithfulness_flag(smoke: Path, tmp_path: Path) -> None:
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.transforms import eval_transform
+    from siam.explain.faithfulness import faithfulness
+
+    joint = smoke / "joint" / "model.safetensors"
+    base = smoke / "baseline" / "model.safetensors"
+    code = main(["evaluate", "--data", str(smoke / "data"), "--model", f"siam_joint={joint}",
+                 "--model", f"baseline={base}", "--out", str(tmp_path), "--faithfulness", "4"])
+    assert code == 0
+    got = json.loads((tmp_path / "report.json").read_text())
+    faith = got.get("faithfulness") or got.get("extra", {}).get("faithfulness")
+    assert faith is not None and faith["model"] == "siam_joint"
+    model = siam.load_checkpoint(joint)
+    ds = ScenicOrNot(smoke / "data" / "son", "test", transform=eval_transform(model.preprocessing))
+    images = torch.stack([ds[i].image for i in range(min(4, len(ds)))])
+    direct = faithfulness(model, images, baseline=siam.load_checkpoint(base), seed=0)
+    faith = {k: v for k, v in faith.items() if k != "model"}
+    assert set(faith) == set(direct)
+    assert json.dumps(faith, sort_keys=True) == json.dumps(json.loads(json.dumps(direct)), sort_keys=True)
+    assert main(["evaluate", "--data", str(smoke / "data"), "--model", f"baseline={base}",
+                 "--faithfulness", "2"]) == 2
+
+
 def test_explain_hook_accepts_what_the_quickstart_passes(tmp_path: Path) -> None:
     import inspect
 

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--faithfulness", nargs="?", type=int, const=16, default=None, metavar="N",
+        help="also run the deletion/insertion faithfulness benchmark on N held-out ScenicOrNot "
+        "images (default 16): SIAM's |total contribution| ranking vs a random ranking vs the "
+        "baseline's Grad-CAM (needs a model named 'baseline' for the latter)",
+    )
 
 
 def _parse_models(items: Sequence[str]) -> dict[str, Path]:
@@ -158,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         paths, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
         data=args.data, sun=args.sun, son=args.son, son_attributes=args.son_attributes, truth=args.truth,
     )
+    if args.faithfulness is not None:
+        extra["faithfulness"] = _faithfulness(paths, n=args.faithfulness, split=args.split,
+                                              data=args.data, son=args.son)
     floor = extra.pop("noise_floor_rmse", None)
     report = build_report(results, noise_floor_rmse=floor, wall_time_s=time.perf_counter() - start,
                           split=args.split, extra=extra)
@@ -166,3 +175,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"siam evaluate: wrote {j} and {m}")
     print(render_markdown(report))
     return 0
+
+
+def _faithfulness(
+    paths: Mapping[str, Path], *, n: int, split: str, data: str | None, son: str | None
+) -> dict[str, Any]:
+    """Deletion/insertion benchmark (``siam.explain.faithfulness``) for the first SIAM model,
+    against the model named ``baseline`` when given, on the first ``n`` held-out SoN images."""
+    import torch
+
+    from siam.checkpoint import load_checkpoint
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.transforms import eval_transform
+    from siam.explain.faithfulness import faithfulness
+    from siam.models.siam import SIAM
+
+    if n < 1:
+        raise ConfigError(f"--faithfulness N must be >= 1, got {n}")
+    models = {name: load_checkpoint(p) for name, p in paths.items()}
+    siam_name = next((k for k, m in models.items() if isinstance(m, SIAM)), None)
+    if siam_name is None:
+        raise ConfigError("--faithfulness needs at least one SIAM model among --model")
+    son_p = Path(son) if son else (Path(data) / "son" if data else None)
+    if son_p is None or not son_p.exists():
+        raise ConfigError("--faithfulness needs ScenicOrNot images: give --data DIR or --son DIR")
+    model = models[siam_name]
+    ds = ScenicOrNot(son_p, split, transform=eval_transform(model.preprocessing))
+    images = torch.stack([ds[i].image for i in range(min(n, len(ds)))])  # (N, 3, H, W)
+    result = faithfulness(model, images, baseline=models.get("baseline"), seed=0)
+    result["model"] = siam_name
+    return result
