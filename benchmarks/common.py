@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,12 @@ class Times:
 
     wall: dict[str, float]
     cpu: dict[str, float]
+    runs: dict[str, list[float]] = field(default_factory=dict)  # every timed wall-clock run, in order
+
+    def paired_ratio(self, a: str, b: str) -> float:
+        """Median over the rounds of ``a``'s time / ``b``'s time in the same round: the two ran back
+        to back, so a change in machine load between rounds cancels (a ratio of bests does not)."""
+        return statistics.median(x / y for x, y in zip(self.runs[a], self.runs[b]))
 
 
 def interleaved_best(fns: dict[str, Callable[[], Any]], *, repeats: int = 3, warmup: int = 1) -> Times:
@@ -78,13 +85,15 @@ def interleaved_best(fns: dict[str, Callable[[], Any]], *, repeats: int = 3, war
             fn()
     wall = {name: float("inf") for name in fns}
     cpu = dict(wall)
+    runs: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             w0, c0 = time.perf_counter(), time.process_time()
             fn()
-            wall[name] = min(wall[name], time.perf_counter() - w0)
+            runs[name].append(time.perf_counter() - w0)
+            wall[name] = min(wall[name], runs[name][-1])
             cpu[name] = min(cpu[name], time.process_time() - c0)
-    return Times(wall, cpu)
+    return Times(wall, cpu, runs)
 
 
 def environment() -> dict[str, Any]:

@@ -110,9 +110,12 @@ def test_images_stay_uint8_through_the_resize(monkeypatch: pytest.MonkeyPatch) -
         return out
 
     monkeypatch.setattr(T.tvf, "resize", spy)
-    image = Image.fromarray(rgb_array(60, 45))
-    eval_transform(PRE)(image)
-    train_transform(PRE)(image)
+    eval_transform(PRE)(Image.fromarray(rgb_array(60, 45)))
+    assert seen == [torch.uint8] * 2
+    rotated = TrainParams(angle=3.0, top=1, left=2, flip=False)
+    train_transform(PRE).apply(Image.fromarray(rgb_array(60, 45)), rotated)  # <= 2x resize: fused, no resize
+    assert seen == [torch.uint8] * 2
+    train_transform(PRE).apply(Image.fromarray(rgb_array(3 * 36, 80)), rotated)  # > 2x: uint8 reduction first
     assert seen == [torch.uint8] * 4
 
 
@@ -132,7 +135,7 @@ def test_train_without_rotation_is_an_exact_crop() -> None:
 @pytest.mark.parametrize("flip", [False, True])
 def test_fused_warp_equals_rotate_then_crop_then_flip(flip: bool) -> None:
     pre = Preprocessing(resize=120, crop=100)
-    image = Image.fromarray(rgb_array(150, 130, seed=5))
+    image = Image.fromarray(rgb_array(120, 120, seed=5))  # already resize x resize: no resampling before
     params = TrainParams(angle=4.0, top=7, left=13, flip=flip)
     out = train_transform(pre).apply(image, params)
     x = _resized01(image, pre) - torch.tensor(pre.mean).view(3, 1, 1)

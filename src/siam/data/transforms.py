@@ -7,16 +7,19 @@ Presets (paper Sec. 4.1; sizes configurable for small images, e.g. ``resize=144,
 
 * :func:`eval_transform` -- deterministic: resize to ``resize x resize``, centre crop ``crop``,
   normalise;
-* :func:`train_transform` -- resize to ``resize x resize``, then *one* bilinear resampling that
-  rotates by a uniform angle in ``[-max_rotation, max_rotation]`` degrees about the image centre,
-  takes a uniform random ``crop x crop`` window and flips horizontally with probability 1/2, with
-  normalisation fused in. Pixels the rotation brings in from outside the image take the mean colour
-  (0 after normalisation).
+* :func:`train_transform` -- *one* bilinear resampling straight from the decoded pixels that
+  resizes to ``resize x resize``, rotates by a uniform angle in ``[-max_rotation, max_rotation]``
+  degrees about the image centre, takes a uniform random ``crop x crop`` window and flips
+  horizontally with probability 1/2, with normalisation fused in. Pixels the rotation brings in from
+  outside the image take the mean colour (0 after normalisation). Sources more than twice
+  ``resize`` on a side are first reduced to ``resize x resize`` with the antialiased uint8 resize,
+  so large photos do not alias; without rotation the resize is that antialiased resize and the
+  crop is exact.
 
 Both accept a ``PIL.Image`` (any mode; converted to RGB), a ``(3, H, W)`` uint8 tensor or an
 ``(H, W, 3)`` uint8 array, and return a ``(3, crop, crop)`` float32 tensor. Images stay uint8 through
-the antialiased resize (torch's fast uint8 path); floats appear only in the last step, the warp or
-crop that feeds normalisation.
+any resize (torch's fast uint8 path); floats appear only in the last step, the warp or crop that
+feeds normalisation.
 """
 
 from __future__ import annotations
@@ -140,12 +143,18 @@ def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
 class _Normalise:
     def __init__(self, pre: Preprocessing) -> None:
         self.pre = pre
-        self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+        inv_std = 1.0 / torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._scale = inv_std / 255.0  # (1, 3, 1, 1)
+        self._shift = -torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * inv_std  # (1, 3, 1, 1)
 
-    def centred(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (1, 3, h, w) -> float (1, 3, h, w) in [0, 1] minus the mean (contiguous)."""
-        return (x.to(torch.float32).mul_(1.0 / 255.0).sub_(self.mean)).contiguous()
+    def normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (1, 3, h, w) in any layout -> planar float32 (1, 3, h, w), ``(x / 255 - mean) / std``.
+
+        One converting copy straight into the planar layout (converting first and transposing the
+        floats after is several times slower), then in-place multiply and add (faster than ``addcmul``).
+        """
+        out = x.to(torch.float32, memory_format=torch.contiguous_format)  # (1, 3, h, w), planar
+        return out.mul_(self._scale).add_(self._shift)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pre})"
@@ -159,7 +168,7 @@ class EvalTransform(_Normalise):
         x = _resize_uint8(to_uint8_tensor(image), pre.resize)  # (1, 3, R, R) uint8
         top = (pre.resize - pre.crop) // 2
         x = x[:, :, top : top + pre.crop, top : top + pre.crop]  # (1, 3, C, C) uint8
-        return self.centred(x).mul_(self.inv_std)[0]  # (3, C, C)
+        return self.normalised(x)[0]  # (3, C, C)
 
 
 class TrainParams(NamedTuple):
@@ -172,7 +181,7 @@ class TrainParams(NamedTuple):
 
 
 class TrainTransform(_Normalise):
-    """Random preset (paper Sec. 4.1): resize, then rotate + random crop + flip in one resampling.
+    """Random preset (paper Sec. 4.1): resize + rotate + random crop + flip in one resampling.
 
     ``__call__(image) -> (3, crop, crop)`` draws :class:`TrainParams` from torch's global RNG (or
     ``generator``), so DataLoader worker seeding makes it reproducible.
@@ -194,21 +203,27 @@ class TrainTransform(_Normalise):
         )
 
     def apply(self, image: ImageLike, params: TrainParams) -> torch.Tensor:
-        """The augmentation with fixed ``params`` -> (3, crop, crop) float32."""
-        pre = self.pre
-        x = _resize_uint8(to_uint8_tensor(image), pre.resize)  # (1, 3, R, R) uint8
-        c = pre.crop
-        if params.angle == 0.0:
-            x = x[:, :, params.top : params.top + c, params.left : params.left + c]
-            out = self.centred(x)  # (1, 3, C, C)
-            if params.flip:
-                out = out.flip(-1)
-            return out.mul_(self.inv_std)[0]
+        """The augmentation with fixed ``params`` -> (3, crop, crop) float32.
+
+        Geometry: output pixel (i, j) is pixel (top + i, left + j') of the image resized to
+        ``resize x resize`` and rotated by ``angle`` degrees counter-clockwise about its centre
+        (j' = crop - 1 - j when flipped). Normalised sampling coordinates do not depend on the
+        image size, so one ``grid_sample`` reads the decoded pixels directly (the resize folds into
+        the affine map) unless the source is more than twice ``resize`` on a side, which is first
+        reduced with the antialiased uint8 resize. Without rotation: uint8 resize + exact crop.
+        """
+        pre, c = self.pre, self.pre.crop
+        x = to_uint8_tensor(image)  # (3, H, W) uint8
+        if params.angle == 0.0 or max(x.shape[-2:]) > 2 * pre.resize:
+            if tuple(x.shape[-2:]) != (pre.resize, pre.resize):
+                x = _resize_uint8(x, pre.resize)[0]  # (3, R, R) uint8, antialiased
+        if params.angle == 0.0:  # exact crop of the (antialiased) resize: no warp
+            out = self.normalised(x[None, :, params.top : params.top + c, params.left : params.left + c])
+            return (out.flip(-1) if params.flip else out)[0]  # (3, C, C)
+        src = self.normalised(x.unsqueeze(0))  # (1, 3, H, W): outside the image -> 0 = the mean colour
         grid = _warp_grid(pre.resize, c, params)  # (1, C, C, 2)
-        out = nnf.grid_sample(
-            self.centred(x), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (1, 3, C, C); outside the image -> 0 = the mean colour
-        return out.mul_(self.inv_std)[0]
+        out = nnf.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out[0]  # (3, C, C)
 
     def __call__(self, image: ImageLike) -> torch.Tensor:
         return self.apply(image, self.sample_params())
@@ -219,21 +234,23 @@ def _warp_grid(size: int, crop: int, p: TrainParams) -> torch.Tensor:
 
     Output pixel (i, j) is pixel (top + i, left + j') of the image rotated by ``p.angle`` degrees
     counter-clockwise about its centre, with j' = crop - 1 - j when flipped (same convention as
-    ``torchvision`` ``rotate`` + ``crop`` + ``horizontal_flip``).
+    ``torchvision`` ``rotate`` + ``crop`` + ``horizontal_flip``). Normalised coordinates (-1 and 1
+    are the image's outer edges) are the same for any image size, so the grid also samples the
+    source before its resize to ``size``. The map is separable, grid[i, j] = U[j] + V[i]: each
+    plane is one broadcast add written in place.
     """
     a = math.radians(p.angle)
-    cos, sin = math.cos(a), math.sin(a)
+    k = 2.0 / size
+    cos, sin = math.cos(a) * k, math.sin(a) * k
     centre = size / 2.0
-    ys = torch.arange(crop, dtype=torch.float32) + (p.top + 0.5 - centre)  # (C,)
-    xs = torch.arange(crop, dtype=torch.float32) + (p.left + 0.5 - centre)  # (C,)
+    ys = torch.arange(crop, dtype=torch.float32) + (p.top + 0.5 - centre)  # (C,) rows
+    xs = torch.arange(crop, dtype=torch.float32) + (p.left + 0.5 - centre)  # (C,) columns
     if p.flip:
         xs = xs.flip(0)
-    yy = ys.view(-1, 1)  # (C, 1)
-    xx = xs.view(1, -1)  # (1, C)
-    scale = 2.0 / size
-    gx = (cos * xx - sin * yy) * scale  # (C, C), already centred: normalised = pixel/centre - 1
-    gy = (sin * xx + cos * yy) * scale  # (C, C)
-    return torch.stack((gx, gy), dim=-1).unsqueeze(0)  # (1, C, C, 2)
+    grid = torch.empty(1, crop, crop, 2)  # (1, C, C, 2)
+    torch.add((ys * -sin)[:, None], (xs * cos)[None, :], out=grid[0, :, :, 0])  # x: cos dx - sin dy
+    torch.add((ys * cos)[:, None], (xs * sin)[None, :], out=grid[0, :, :, 1])  # y: sin dx + cos dy
+    return grid
 
 
 # --- presets ------------------------------------------------------------------------------------
@@ -248,5 +265,6 @@ def eval_transform(pre: Preprocessing) -> EvalTransform:
 
 def train_transform(pre: Preprocessing, *, generator: torch.Generator | None = None) -> TrainTransform:
     """Random: resize to ``pre.resize``, rotate up to ``pre.max_rotation`` degrees, random crop
-    ``pre.crop``, horizontal flip, normalise (paper Sec. 4.1). uint8 until the final resampling."""
+    ``pre.crop``, horizontal flip, normalise (paper Sec. 4.1), in one resampling from the decoded
+    pixels (see :meth:`TrainTransform.apply`)."""
     return TrainTransform(pre, generator=generator)
