@@ -116,3 +116,31 @@ def test_explain_hook_accepts_what_the_quickstart_passes(tmp_path: Path) -> None
     from siam.explain import quickstart_hook
 
     inspect.signature(quickstart_hook).bind(out=tmp_path, data=tmp_path, models={}, report={})
+
+
+def test_chain_takes_the_baseline_core_once_it_exits() -> None:
+    import torch
+
+    from siam.quickstart import _freed_core_callback
+
+    class _Proc:
+        code: int | None = None
+
+        def poll(self) -> int | None:
+            return self.code
+
+    class _FakeChild:
+        proc = _Proc()
+
+    child = _FakeChild()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        cb = _freed_core_callback(child, 2)  # type: ignore[arg-type]
+        cb.on_train_batch_start(None, None, None, 0)
+        assert torch.get_num_threads() == 1  # baseline still running: keep one thread
+        child.proc.code = 0
+        cb.on_train_batch_start(None, None, None, 1)
+        assert torch.get_num_threads() == 2  # its core is free: use it
+    finally:
+        torch.set_num_threads(before)

@@ -126,3 +126,18 @@ def test_load_truth_and_masks(tmp_path: Path) -> None:
     np.save(root / "templates.npy", np.zeros((3, 4, 4)))
     with pytest.raises(DatasetError, match=r"\(K=4, m, m\)"):
         P.load_truth(root)
+
+
+def test_template_r_on_observed_cells_ignores_unconstrained_ones() -> None:
+    T, _ = _case()
+    learned = torch.as_tensor(T, dtype=torch.float32).clone()
+    rng = np.random.default_rng(5)
+    cells = np.ones(T.shape, bool)
+    cells[:, :2] = False  # the top two rows were never seen
+    learned[:, :2] = torch.as_tensor(rng.normal(scale=10.0, size=(len(NAMES), 2, T.shape[-1])), dtype=torch.float32)
+    everywhere = P.template_r(learned, T, NAMES)
+    seen = P.template_r(learned, T, NAMES, cells=cells)
+    assert everywhere.value < 0.9  # noise in unseen cells drags the plain metric down
+    assert seen.value == pytest.approx(1.0) and seen.skipped == ["d"]
+    with pytest.raises(ValueError, match="cells must be"):
+        P.template_r(learned, T, NAMES, cells=cells[:2])

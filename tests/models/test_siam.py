@@ -289,3 +289,22 @@ def test_imagenet_weights_from_cache_and_file(tmp_path, monkeypatch) -> None:
 
     with pytest.raises(CheckpointError, match="do not fit backbone 'resnet50'"):
         siam.build_model(backbone="resnet50", pretrained=tmp_path / "r18.safetensors")
+
+
+def test_template_roughness_hand_computed() -> None:
+    model = siam.build_model(backbone="tiny", attributes=("a", "b"), grid=3, border=0)
+    head = model.template_head
+    with torch.no_grad():
+        head.templates.zero_()
+        head.templates[0, 0] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+        head.mixing.copy_(torch.tensor([[1.0, -1.0], [1.0, -1.0]]))
+        head.weight.fill_(1.0)
+    # E_0 = the pattern above, E_1 = 0. Vertical diffs: 1 (the 1 vs the 0 below), 2 (the 2 vs the
+    # 0 above); horizontal: 1, 1 (the 1 vs both neighbours), 2 (the 2 vs its left neighbour).
+    want = (1 + 4) + (1 + 1 + 4)
+    assert float(model.template_roughness()) == pytest.approx(want)
+    # Constant templates are perfectly smooth.
+    with torch.no_grad():
+        head.templates.fill_(0.3)
+        head.mixing.copy_(torch.tensor([[0.7, -0.2], [0.1, 0.4]]))
+    assert float(model.template_roughness()) == pytest.approx(0.0, abs=1e-10)

@@ -136,3 +136,53 @@ def test_bf16_mixed_precision_and_channels_last(tmp_path: Path) -> None:
     state = siam.load_checkpoint(res.model_path).state_dict()
     assert all(v.dtype != torch.bfloat16 for v in state.values())  # weights stay float32 (mixed precision)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_template_smoothness_is_part_of_the_son_objective() -> None:
+    torch.manual_seed(0)
+    model = siam.build_model(backbone="tiny", attributes=NAMES, grid=4, border=0)
+    with torch.no_grad():  # non-trivial templates: the initial effective templates are all 0
+        model.template_head.templates.uniform_(0.0, 1.0)
+    sun, son = collate(samples("sun", 4, 3)), collate(samples("son", 5, 4))
+    model.eval()
+    plain = SiamModule(model, stage="joint").compute_losses({"sun": sun, "son": son})
+    from siam.training.config import OptimConfig
+
+    smooth = SiamModule(model, stage="joint", optim=OptimConfig(template_smoothness=2.0)).compute_losses(
+        {"sun": sun, "son": son}
+    )
+    e = model.effective_templates().detach()
+    rough = ((e[:, 1:] - e[:, :-1]) ** 2).sum() + ((e[:, :, 1:] - e[:, :, :-1]) ** 2).sum()
+    assert float(rough) > 0
+    torch.testing.assert_close(smooth["template_roughness"], rough)
+    torch.testing.assert_close(smooth["total"], plain["sun"] + 0.1 * (plain["son"] + 2.0 * rough))
+    # f-only stage: the penalty never applies (g is not trained).
+    sun_only = SiamModule(model, stage="sun", optim=OptimConfig(template_smoothness=2.0))
+    assert "template_roughness" not in sun_only.compute_losses({"sun": sun})
+
+
+class _LrWatch(L.Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_cosine_schedule_anneals_per_step_to_zero(tmp_path: Path) -> None:
+    import math
+
+    cfg = tiny_config(tmp_path / "sun", "sun", optim={"lr": 0.01, "lr_schedule": "cosine"},
+                      trainer={"max_epochs": 2})
+    watch = _LrWatch()
+    res = fit(cfg, datamodule=_dm("sun"), attributes=NAMES, callbacks=[watch])
+    steps = res.global_step
+    assert steps == 6
+    want = [0.01 * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
+    assert watch.lrs == pytest.approx(want, rel=1e-6)
+    # The default is the authors' step decay (constant within an epoch).
+    step = tiny_config(tmp_path / "b", "sun", optim={"lr": 0.01, "lr_decay_every": 1, "lr_decay_gamma": 0.5},
+                       trainer={"max_epochs": 2})
+    watch2 = _LrWatch()
+    fit(step, datamodule=_dm("sun"), attributes=NAMES, callbacks=[watch2])
+    assert watch2.lrs == pytest.approx([0.01] * 3 + [0.005] * 3)

@@ -171,25 +171,32 @@ def template_r(
     names: Sequence[str],
     *,
     valid: Any | None = None,
+    cells: Any | None = None,
     rel_tol: float = 1e-3,
 ) -> Recovery:
     """Mean Pearson r between learned (K, a, a) and planted (K, m, m) templates on the truth grid,
     over attributes whose planted template varies in space (peak-to-peak > ``rel_tol`` x max|T_i|).
 
     ``valid`` (a, a): the model's border mask; only cells whose resampled validity is > 0.5 count.
+    ``cells`` (K, m, m) bool, optional: per attribute, only these truth-grid cells count (e.g. the
+    cells where the attribute is ever seen: elsewhere no data constrains the template).
     """
     T = _t(planted)
     m = T.shape[-1]
     E = resample_maps(learned, m).numpy()
     keep = _valid_cells(valid, m)
+    per_cells = None if cells is None else np.asarray(_t(cells).numpy(), dtype=bool)
+    if per_cells is not None and per_cells.shape != tuple(T.shape):
+        raise ValueError(f"cells must be (K, m, m) = {tuple(T.shape)}, got {per_cells.shape}")
     per: dict[str, float] = {}
     skipped: list[str] = []
     for k, name in enumerate(names):
-        t = T[k].numpy()[keep]
-        if not _varies(t, rel_tol):
+        sel = keep if per_cells is None else keep & per_cells[k]
+        t = T[k].numpy()[sel]
+        if t.size < 2 or not _varies(t, rel_tol):
             skipped.append(name)
             continue
-        r = pearson_r(E[k][keep], t)
+        r = pearson_r(E[k][sel], t)
         per[name] = 0.0 if math.isnan(r) else r
     return Recovery(_mean(list(per.values())), per, skipped)
 

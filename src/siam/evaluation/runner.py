@@ -23,6 +23,10 @@ from siam.models.baseline import Baseline
 from siam.models.heads import border_mask
 from siam.models.siam import SIAM
 
+#: A truth-grid cell counts as 'observed' for an attribute when its mean coverage over the test
+#: images exceeds this share (``planted.template_r_observed_cells``).
+OBSERVED_CELL_SHARE = 0.002
+
 __all__ = ["EvalData", "evaluate_model", "sun_map_ceiling"]
 
 
@@ -76,7 +80,7 @@ def evaluate_model(
     valid = border_mask(model.config.grid, model.config.border) if is_siam else None
     pre = model.preprocessing
     if data.son is not None and len(data.son):  # type: ignore[arg-type]
-        scores, targets, contrib, planted_c, present = [], [], [], [], []
+        scores, targets, contrib, planted_c, present, pooled_seen = [], [], [], [], [], []
         mass, mass_ceiling, total_r = [], [], []
         for b in _loader(data.son, batch_size, num_workers):
             mask = b.score_mask
@@ -92,6 +96,7 @@ def evaluate_model(
             T = torch.as_tensor(truth.templates[ti], dtype=torch.float32)  # (K', m, m)
             if is_siam:
                 contrib.append(o.contributions[:, mi].float())
+                pooled_seen.append(pooled.float())
                 planted_c.append(P.planted_contributions(T, pooled))
                 present.append(masks.flatten(2).any(-1))
                 fr = P.masks_on_model_grid(masks, model.config.grid, resize=pre.resize, crop=pre.crop)
@@ -117,6 +122,8 @@ def evaluate_model(
                 E = model.effective_templates().detach()[mi]
                 T_all = truth.templates[ti]
                 tr = P.template_r(E, T_all, shared, valid=valid)
+                seen = torch.cat(pooled_seen).mean(0) > OBSERVED_CELL_SHARE  # (K', m, m)
+                tr_seen = P.template_r(E, T_all, shared, valid=valid, cells=seen)
                 sg = P.effect_sign_agreement(torch.cat(contrib), torch.cat(planted_c), torch.cat(present), shared)
                 mm = np.concatenate(mass)
                 out["contribution_r"] = _clean(cr.value)
@@ -124,6 +131,7 @@ def evaluate_model(
                 out["template_sign_agreement"] = _clean(sg.value)
                 out["mass_in_mask"] = _clean(float(mm.mean()) if mm.size else math.nan)
                 details.update(contribution_r=cr.to_dict(), template_r=tr.to_dict(),
+                               template_r_observed_cells=tr_seen.to_dict(),
                                template_sign_agreement=sg.to_dict(), mass_in_mask_pairs=int(mm.size),
                                mass_in_mask_coverage_map=float(np.concatenate(mass_ceiling).mean()))
             out["planted"] = details

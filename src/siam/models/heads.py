@@ -140,3 +140,16 @@ class TemplateHead(nn.Module):
     def l1(self) -> torch.Tensor:
         """L1 norm of the templates (optional sparsity penalty)."""
         return self.templates.abs().sum()
+
+    def roughness(self) -> torch.Tensor:
+        """Sum of squared differences between 4-neighbour cells of the effective templates, ().
+
+        An optional smoothness penalty: each template has m^2 free cells per attribute, far more
+        than the score labels pin down, and a cell where an attribute is rarely seen otherwise
+        keeps whatever noise reached it. Not in the paper; off unless
+        ``optim.template_smoothness > 0``.
+        """
+        e = self.effective_templates()  # (K, m, m)
+        rows = e[:, 1:, :] - e[:, :-1, :]  # (K, m-1, m) vertical neighbours
+        cols = e[:, :, 1:] - e[:, :, :-1]  # (K, m, m-1) horizontal neighbours
+        return rows.square().sum() + cols.square().sum()

@@ -128,6 +128,10 @@ class SIAM(nn.Module):
     def template_l1(self) -> torch.Tensor:
         return self.template_head.l1()
 
+    def template_roughness(self) -> torch.Tensor:
+        """Squared neighbour differences of the effective templates (see ``TemplateHead.roughness``)."""
+        return self.template_head.roughness()
+
     def set_bias(self, value: float) -> None:
         """Set b, e.g. to the mean training score (the paper's initialisation)."""
         with torch.no_grad():

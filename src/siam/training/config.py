@@ -100,18 +100,24 @@ class PreprocessingSection:
 class OptimConfig:
     """Adam with step decay (the authors' defaults), the joint weight lambda and penalties.
 
-    ``lr_decay_every``: multiply the learning rate by ``lr_decay_gamma`` every that many epochs
-    (0: constant). ``son_weight`` is lambda in L = L_SUN + lambda L_SoN (paper Sec. 3.3).
-    ``template_l1``: weight of the optional L1 penalty on the templates. ``variance_weight``:
-    weight of the vote-variance regression (models with ``predict_variance``).
+    ``lr_schedule``: ``"step"`` (the authors': multiply the learning rate by ``lr_decay_gamma``
+    every ``lr_decay_every`` epochs; 0: constant) or ``"cosine"`` (per step from ``lr`` down to 0
+    over the run's optimiser steps; the ``lr_decay_*`` keys are then unused). ``son_weight`` is lambda in L = L_SUN + lambda L_SoN (paper Sec. 3.3).
+    ``template_l1``: weight of the optional L1 penalty on the templates. ``template_smoothness``:
+    weight of the optional penalty on squared differences between neighbouring cells of the
+    effective templates; it is part of the SoN objective (L_SoN + smoothness x roughness), so in
+    the joint stage it is scaled by ``son_weight`` too. ``variance_weight``: weight of the
+    vote-variance regression (models with ``predict_variance``).
     """
 
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: Literal["step", "cosine"] = "step"
     lr_decay_every: int = 10
     lr_decay_gamma: float = 0.1
     son_weight: float = 0.1
     template_l1: float = 0.0
+    template_smoothness: float = 0.0
     variance_weight: float = 0.0
 
 
@@ -268,7 +274,7 @@ def _check_values(cfg: TrainConfig) -> None:
     need(o.lr > 0, "optim.lr", o.lr, "a positive float")
     need(o.lr_decay_every >= 0, "optim.lr_decay_every", o.lr_decay_every, "epochs >= 0 (0: constant)")
     need(0 < o.lr_decay_gamma <= 1, "optim.lr_decay_gamma", o.lr_decay_gamma, "a factor in (0, 1]")
-    for key in ("son_weight", "template_l1", "variance_weight", "weight_decay"):
+    for key in ("son_weight", "template_l1", "template_smoothness", "variance_weight", "weight_decay"):
         need(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a float >= 0")
     need(t.max_epochs >= 1 or t.max_steps > 0, "trainer.max_epochs", t.max_epochs, ">= 1 (or set max_steps)")
     need(t.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps", t.checkpoint_every_n_steps, ">= 1")

@@ -133,8 +133,12 @@ class SiamModule(L.LightningModule):
                 variance=out.variance, variance_target=son.variance, variance_mask=son.variance_mask,
                 variance_weight=o.variance_weight,
             )
+            son_total = terms["son"]
+            if o.template_smoothness > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
+                terms["template_roughness"] = self.model.template_roughness()
+                son_total = son_total + o.template_smoothness * terms["template_roughness"]
             weight = o.son_weight if self.stage == "joint" else 1.0
-            total = weight * terms["son"] if total is None else total + weight * terms["son"]
+            total = weight * son_total if total is None else total + weight * son_total
         if total is None:
             raise ValueError(
                 f"stage {self.stage!r} got a step without any usable rows (batches: {sorted(batches)}); "
@@ -210,6 +214,10 @@ class SiamModule(L.LightningModule):
         if not params:
             raise ValueError(f"stage {self.stage!r} has no trainable parameters")
         optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        if o.lr_schedule == "cosine":
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         if o.lr_decay_every <= 0 or o.lr_decay_gamma == 1.0:
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.lr_decay_every, gamma=o.lr_decay_gamma)
