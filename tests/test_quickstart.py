@@ -142,5 +142,8 @@ def test_chain_takes_the_baseline_core_once_it_exits() -> None:
         child.proc.code = 0
         cb.on_train_batch_start(None, None, None, 1)
         assert torch.get_num_threads() == 2  # its core is free: use it
+        torch.set_num_threads(1)
+        _freed_core_callback(None, 2).on_train_batch_start(None, None, None, 0)
+        assert torch.get_num_threads() == 2  # baseline already trained earlier: both cores at once
     finally:
         torch.set_num_threads(before)

@@ -17,7 +17,6 @@ resumes from its ``last.ckpt``; ``--overwrite`` starts again.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -134,10 +133,9 @@ def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = ()) -> Path:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A train config without the keys that do not change what is trained (display, threads)."""
+    """A train config without the keys that do not change what is trained (display only)."""
     c = json.loads(json.dumps(config))
     c.get("trainer", {}).pop("progress_bar", None)
-    c.get("trainer", {}).pop("num_threads", None)
     return c
 
 
@@ -345,15 +343,10 @@ def quickstart(
         cores = _usable_cores()
         for name in ("sun", "son_head", "joint"):
             t_stage = time.perf_counter()
-            cfg = configs[name]
-            threads = cfg.trainer.num_threads
-            callbacks: tuple[Any, ...] = ()
-            if threads is not None and threads < cores:  # the baseline's core, once it is free
-                if child is None or child.proc.poll() is not None:
-                    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, num_threads=cores))
-                else:
-                    callbacks = (_freed_core_callback(child, cores),)
-            paths[name] = _train_stage(name, cfg, callbacks)
+            threads = configs[name].trainer.num_threads
+            # The baseline's core, once it is free (at once if the baseline was already trained).
+            callbacks = (_freed_core_callback(child, cores),) if threads is not None and threads < cores else ()
+            paths[name] = _train_stage(name, configs[name], callbacks)
             timings[name] = time.perf_counter() - t_stage
             if child is not None:
                 child.check()

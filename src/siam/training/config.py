@@ -102,10 +102,10 @@ class OptimConfig:
 
     ``lr_schedule``: ``"step"`` (the authors': multiply the learning rate by ``lr_decay_gamma``
     every ``lr_decay_every`` epochs; 0: constant) or ``"cosine"`` (per step from ``lr`` down to 0
-    over the run's optimiser steps; the ``lr_decay_*`` keys are then unused). ``son_weight`` is lambda in L = L_SUN + lambda L_SoN (paper Sec. 3.3).
-    ``template_l1``: weight of the optional L1 penalty on the templates. ``template_smoothness``:
-    weight of the optional penalty on squared differences between neighbouring cells of the
-    effective templates; it is part of the SoN objective (L_SoN + smoothness x roughness), so in
+    over the run's optimiser steps; the ``lr_decay_*`` keys are then unused). ``son_weight`` is
+    lambda in L = L_SUN + lambda L_SoN (paper Sec. 3.3). ``template_l1``: weight of the optional
+    L1 penalty on the templates. ``template_smoothness``: weight of the optional penalty on squared
+    differences between neighbouring cells of the effective templates; it is part of the SoN objective (L_SoN + smoothness x roughness), so in
     the joint stage it is scaled by ``son_weight`` too. ``variance_weight``: weight of the
     vote-variance regression (models with ``predict_variance``).
     """
