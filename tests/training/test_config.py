@@ -31,6 +31,8 @@ def test_defaults_are_the_authors() -> None:
         ({"preprocessing": {"resize": 100, "crop": 200}}, "crop <= resize"),
         ({"stages": {"warmup": {}}}, "unknown stage(s) ['warmup']"),
         ({"trainer": {"channels_last": "yes"}}, "trainer.channels_last"),
+        ({"optim": {"lr_schedule": "linear"}}, "optim.lr_schedule: got 'linear'; allowed: 'step' | 'cosine'"),
+        ({"optim": {"template_smoothness": -0.1}}, "optim.template_smoothness: got -0.1"),
     ],
 )
 def test_rejects_bad_keys_and_values(data: dict, fragment: str) -> None:
