@@ -234,42 +234,97 @@ def test_resolve_geograph_image_from_fixture_pages() -> None:
         resolve_geograph_image('<img id="mainphoto" src="file:///etc/passwd">', page)
 
 
+# Historical ID -> Geograph photo number: never equal (as in the real file, where ID 1 is photo 7),
+# and photos 11 and 12 are also IDs of other rows.
+SON_PHOTO = {11: 107, 12: 11, 13: 313, 14: 12, 15: 509}
+
+
+def _son_votes(url: str, *, historical: bool) -> bytes:
+    """votes.tsv over :data:`SON_PHOTO` (Average 4.5 + row) in the historical or the current format."""
+    rows = ["\t".join((["ID"] if historical else []) + ["Lat", "Lon", "Average", "Variance", "Votes", "Geograph URI"])]
+    for k, (pid, photo) in enumerate(SON_PHOTO.items()):
+        cells = [f"5{k}.1", f"-1.{k}", f"{4 + k}.5", "1.2", "4,5,6", f"{url}/photo/{photo}"]
+        rows.append("\t".join(([str(pid)] if historical else []) + cells))
+    return ("\n".join(rows) + "\n").encode()
+
+
+def _son_routes(server: Server, photos_dir: Path) -> None:
+    p = {pid: f"/photo/{photo}" for pid, photo in SON_PHOTO.items()}
+    server.routes["/data/votes.tsv"] = _son_votes(server.url, historical=True)
+    server.routes[p[11]] = _page("/geophotos/00/00/11_a.jpg", style="main")
+    server.routes[p[12]] = _page(f"{server.url}/geophotos/00/00/12_b.jpg", style="og")
+    server.routes[p[13]] = _page("", style="none")  # no photo on the page
+    server.routes[p[14]] = _page("/geophotos/00/00/14_d.jpg", style="main")  # image is HTML, not JPEG
+    server.routes[p[15]] = _page("/geophotos/00/00/15_e.jpg", style="main")
+    server.routes["/geophotos/00/00/11_a.jpg"] = _jpeg(photos_dir, 0)
+    server.routes["/geophotos/00/00/12_b.jpg"] = _jpeg(photos_dir, 1)
+    server.routes["/geophotos/00/00/14_d.jpg"] = b"<html>rate limited</html>"
+    server.routes["/geophotos/00/00/15_e.jpg"] = _jpeg(photos_dir, 2)
+
+
+def _son_cli(server: Server, root: Path) -> list[str]:
+    return ["data", "download", "scenicornot", "--root", str(root), "--base-url", f"{server.url}/data",
+            "--rate", "200", "--quiet"]
+
+
 def test_scenicornot_download_is_rate_limited_resumable_and_loads(
     server: Server, photos_dir: Path, tmp_path: Path
 ) -> None:
     from siam.data.scenic_or_not import ScenicOrNot
 
-    rows = ["ID\tLat\tLon\tAverage\tVariance\tVotes\tGeograph URI"]
-    for k, pid in enumerate([11, 12, 13, 14, 15]):
-        rows.append(f"{pid}\t5{k}.1\t-1.{k}\t{4 + k}.5\t1.2\t4,5,6\t{server.url}/photo/{pid}")
-    server.routes["/data/votes.tsv"] = ("\n".join(rows) + "\n").encode()
-    server.routes["/photo/11"] = _page("/geophotos/00/00/11_a.jpg", style="main")
-    server.routes["/photo/12"] = _page(f"{server.url}/geophotos/00/00/12_b.jpg", style="og")
-    server.routes["/photo/13"] = _page("", style="none")  # no photo on the page
-    server.routes["/photo/14"] = _page("/geophotos/00/00/14_d.jpg", style="main")  # image is HTML, not JPEG
-    server.routes["/photo/15"] = _page("/geophotos/00/00/15_e.jpg", style="main")
-    server.routes["/geophotos/00/00/11_a.jpg"] = _jpeg(photos_dir, 0)
-    server.routes["/geophotos/00/00/12_b.jpg"] = _jpeg(photos_dir, 1)
-    server.routes["/geophotos/00/00/14_d.jpg"] = b"<html>rate limited</html>"
-    server.routes["/geophotos/00/00/15_e.jpg"] = _jpeg(photos_dir, 2)
+    _son_routes(server, photos_dir)
     root = tmp_path / "son"
-    base = ["data", "download", "scenicornot", "--root", str(root), "--base-url", f"{server.url}/data",
-            "--rate", "200", "--quiet"]
+    base = _son_cli(server, root)
     assert main([*base, "--limit", "2"]) == 0
+    # historical votes.tsv: named by ID (the loader's key), not by the photo number in the URI
     assert sorted(p.name for p in (root / "images").iterdir()) == ["11.jpg", "12.jpg"]
+    assert (root / "images" / "11.jpg").read_bytes() == server.routes["/geophotos/00/00/11_a.jpg"]
     assert main(base) == 1  # rows 13 and 14 cannot be fetched: reported, not fatal
     missing = (root / "missing.tsv").read_text()
     assert "images/13.jpg" in missing and "no photo found" in missing
     assert "images/14.jpg" in missing and "geophotos/00/00/14_d.jpg" in missing  # decoded, rejected
     assert sorted(p.name for p in (root / "images").iterdir()) == ["11.jpg", "12.jpg", "15.jpg"]
-    assert [p for p, _ in server.log].count("/photo/11") == 1  # complete files are skipped on rerun
+    assert [p for p, _ in server.log].count("/photo/107") == 1  # complete files are skipped on rerun
     assert [p for p, _ in server.log].count("/data/votes.tsv") == 1
     manifest = _manifest(root)
     assert manifest["images/15.jpg"]["sha256"] == hashlib.sha256(server.routes["/geophotos/00/00/15_e.jpg"]).hexdigest()
+    assert manifest["images/11.jpg"]["page"] == f"{server.url}/photo/107"
     with pytest.warns(UserWarning, match="missing"):
         dataset = ScenicOrNot(root, split="all", max_missing_fraction=0.5)
-    assert sorted(dataset.ids) == ["11", "12", "15"] and sorted(dataset.missing) == ["13", "14"]
-    assert float(dataset.scores.sort().values[0]) == pytest.approx(4.5)
+    assert dataset.ids == ["11", "12", "15"] and dataset.missing == ["13", "14"]
+    assert dataset.scores.tolist() == pytest.approx([4.5, 5.5, 8.5])  # each ID's own Average
+
+
+def test_scenicornot_current_export_is_saved_by_photo_number(
+    server: Server, photos_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder filled from the historical votes.tsv, then the current export: the loader refuses the
+    old names, and a rerun refetches every file whose name now means another photo."""
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.errors import DatasetError
+
+    _son_routes(server, photos_dir)
+    root = tmp_path / "son"
+    base = _son_cli(server, root)
+    assert main(base) == 1
+    assert "historical format: photos are saved as images/<ID>.jpg" in capsys.readouterr().out
+    server.routes["/data/votes.tsv"] = _son_votes(server.url, historical=False)
+    (root / "votes.tsv").unlink()  # how a newer export is fetched
+    assert main([*base, "--votes-only"]) == 0
+    out = capsys.readouterr().out
+    assert "current format: photos are saved as images/<photo number>.jpg" in out and "not the paper's" in out
+    # 11.jpg and 12.jpg hold the photos of IDs 11 and 12 (photos 107 and 11), not photos 11 and 12
+    with pytest.raises(DatasetError, match=r"named for another votes.tsv format.*11\.jpg is Geograph photo 107"):
+        ScenicOrNot(root, split="all", max_missing_fraction=1.0)
+    assert main(base) == 1  # photos 313 and 12 (ID 14's page) still cannot be fetched
+    assert "2 photos saved earlier under a name" in capsys.readouterr().out
+    assert not (root / "images" / "12.jpg").exists()  # photo 11's file, not photo 12: deleted, refetch failed
+    assert (root / "images" / "11.jpg").read_bytes() == server.routes["/geophotos/00/00/12_b.jpg"]
+    assert (root / "images" / "107.jpg").read_bytes() == server.routes["/geophotos/00/00/11_a.jpg"]
+    with pytest.warns(UserWarning, match="missing"):
+        dataset = ScenicOrNot(root, split="all", max_missing_fraction=0.5)
+    assert dataset.ids == ["11", "107", "509"] and dataset.missing == ["12", "313"]
+    assert dataset.scores.tolist() == pytest.approx([5.5, 4.5, 8.5])  # by photo: 11 was ID 12's row
 
 
 def test_rate_limiter_spaces_requests() -> None:

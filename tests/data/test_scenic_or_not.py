@@ -23,18 +23,31 @@ from tests.data._fakes import SMALL, write_images
 TF = eval_transform(Preprocessing(**SMALL))
 
 
+def _photo_numbers(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A Geograph photo number per ID, as in the real file (ID 1 is photo 7): never the row's own
+    ID, in another order than the IDs, and half of them equal to some other row's ID."""
+    step = int(np.diff(np.sort(ids)).min()) if len(ids) > 1 else 1
+    pool = np.sort(ids) + step * (len(ids) // 2)  # overlaps the upper half of the IDs
+    photos = rng.permutation(pool)
+    for k in np.flatnonzero(photos == ids):  # no row may keep its own ID as photo number
+        photos[[k, k - 1]] = photos[[k - 1, k]]
+    assert (photos != ids).all()
+    return photos
+
+
 def _rows(n: int, seed: int = 0) -> list[dict[str, object]]:
-    """n photos with shuffled, non-contiguous IDs and 1..8 votes each."""
+    """n photos with shuffled, non-contiguous IDs, photo numbers that differ from them, 1..8 votes each."""
     rng = np.random.default_rng(seed)
     ids = rng.permutation(np.arange(1000, 1000 + 7 * n, 7))
+    photos = _photo_numbers(ids, rng)
     out = []
-    for pid in ids:
+    for pid, photo in zip(ids, photos):
         votes = rng.integers(1, 11, size=int(rng.integers(1, 9)))
         out.append(
             dict(
                 id=int(pid), lat=50 + rng.random(), lon=-3 + rng.random(), votes=[int(v) for v in votes],
-                average=float(votes.mean()), variance=float(votes.var()),
-                uri=f"http://www.geograph.org.uk/photo/{int(pid)}",
+                average=float(votes.mean()), variance=float(votes.var()), photo=int(photo),
+                uri=f"http://www.geograph.org.uk/photo/{int(photo)}",
             )
         )
     return out
@@ -58,9 +71,9 @@ def write_votes(path: Path, rows: list[dict[str, object]], fmt: str = "historica
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _usable(rows: list[dict[str, object]], min_votes: int = 3) -> list[dict[str, object]]:
+def _usable(rows: list[dict[str, object]], min_votes: int = 3, key: str = "id") -> list[dict[str, object]]:
     usable = [r for r in rows if len(r["votes"]) >= min_votes]  # type: ignore[arg-type]
-    return sorted(usable, key=lambda r: r["id"])  # type: ignore[arg-type, return-value]
+    return sorted(usable, key=lambda r: r[key])  # type: ignore[arg-type, return-value]
 
 
 @pytest.fixture()
@@ -93,16 +106,28 @@ def test_historical_votes_filtered_and_ordered_by_id(tmp_path: Path) -> None:
     assert len(five) == len(_usable(rows, 5)) < len(table)
 
 
-def test_current_export_takes_ids_from_the_geograph_uri(tmp_path: Path) -> None:
+def test_current_export_is_keyed_by_the_photo_number_in_the_uri(tmp_path: Path) -> None:
     rows = _rows(40)
     write_votes(tmp_path / "hist.tsv", rows, "historical")
     # current export: no ID column, and the columns in another order
     order = ["Geograph URI", "Votes", "Average", "Variance", "Lat", "Lon"]
     write_votes(tmp_path / "cur.tsv", rows, columns=order)
     hist, cur = read_votes(tmp_path / "hist.tsv"), read_votes(tmp_path / "cur.tsv")
-    assert cur.format == "current"
-    for key in ("ids", "average", "variance", "votes", "lat", "lon"):
-        np.testing.assert_array_equal(getattr(cur, key), getattr(hist, key))
+    assert (hist.format, cur.format) == ("historical", "current")
+    # historical: keyed (and ordered) by ID, with each row's photo number kept from its URI
+    usable = _usable(rows)
+    np.testing.assert_array_equal(hist.ids, [r["id"] for r in usable])
+    np.testing.assert_array_equal(hist.photos, [r["photo"] for r in usable])
+    assert (hist.ids != hist.photos).all()
+    # current: keyed and ordered by photo number, a different order of the same rows
+    by_photo = _usable(rows, key="photo")
+    np.testing.assert_array_equal(cur.ids, [r["photo"] for r in by_photo])
+    np.testing.assert_array_equal(cur.photos, cur.ids)
+    np.testing.assert_allclose(cur.average, [r["average"] for r in by_photo], atol=1e-6)
+    assert not np.array_equal(cur.average, hist.average)  # the orders differ, so would the splits
+    same_row = {int(p): k for k, p in enumerate(cur.ids)}
+    for key in ("average", "variance", "votes", "lat", "lon"):
+        np.testing.assert_array_equal(getattr(cur, key)[[same_row[int(p)] for p in hist.photos]], getattr(hist, key))
 
 
 def test_votes_column_may_hold_counts(tmp_path: Path) -> None:
@@ -241,3 +266,81 @@ def test_shared_image_index_and_unknown_split(son: tuple[Path, list[dict[str, ob
     assert a.ids == b.ids and a.paths == b.paths
     with pytest.raises(DatasetError, match="unknown split 'dev'"):
         ScenicOrNot(root, "dev", transform=TF)
+
+
+# --- image names: <ID>.jpg (historical) or <photo number>.jpg (current export) --------------------
+
+def _folder(tmp_path: Path, fmt: str, key: str, rows: list[dict[str, object]]) -> Path:
+    """votes.tsv in ``fmt`` and one image per row named by ``key`` ("id" or "photo")."""
+    root = tmp_path / f"{fmt}_{key}"
+    write_votes(root / "votes.tsv", rows, fmt)
+    write_images(root / "images", [f"{r[key]}.jpg" for r in rows])
+    return root
+
+
+def test_current_export_pairs_images_named_by_photo_number(tmp_path: Path) -> None:
+    rows = _rows(40)
+    root = _folder(tmp_path, "current", "photo", rows)
+    ds = ScenicOrNot(root, "all", transform=TF, max_missing_fraction=0.0)
+    by_photo = _usable(rows, key="photo")
+    assert ds.ids == [str(r["photo"]) for r in by_photo]  # keyed and ordered by photo number
+    rows_by_photo = {str(r["photo"]): r for r in rows}
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s.score == pytest.approx(rows_by_photo[s.id]["average"], abs=1e-5)
+        assert ds.image_path(i).name == f"{s.id}.jpg"
+        torch.testing.assert_close(s.image, TF(load_image(root / "images" / f"{s.id}.jpg")), atol=0, rtol=0)
+    # the splits follow photo-number order: not the historical (ID-ordered, paper) blocks
+    hist = _folder(tmp_path, "historical", "id", rows)
+    cur_train, hist_train = ScenicOrNot(root, "train", transform=TF), ScenicOrNot(hist, "train", transform=TF)
+    photo_of_id = {str(r["id"]): str(r["photo"]) for r in rows}
+    assert len(cur_train) == len(hist_train)
+    assert set(cur_train.ids) != {photo_of_id[i] for i in hist_train.ids}
+
+
+def test_historical_votes_pair_images_named_by_id(tmp_path: Path) -> None:
+    rows = _rows(40)
+    root = _folder(tmp_path, "historical", "id", rows)
+    ds = ScenicOrNot(root, "all", transform=TF, max_missing_fraction=0.0)
+    by_id = {str(r["id"]): r for r in rows}
+    assert ds.ids == [str(r["id"]) for r in _usable(rows)]
+    for i in range(len(ds)):
+        assert ds.image_path(i).name == f"{ds.ids[i]}.jpg"
+        assert float(ds.scores[i]) == pytest.approx(by_id[ds.ids[i]]["average"], abs=1e-5)
+
+
+@pytest.mark.parametrize("how_many", [40, 6])  # a full folder, and a partial download
+def test_historical_votes_refuse_a_folder_named_by_photo_number(tmp_path: Path, how_many: int) -> None:
+    rows = _rows(40)
+    root = _folder(tmp_path, "historical", "photo", rows[:how_many])
+    write_votes(root / "votes.tsv", rows, "historical")
+    # half the photo numbers are also IDs of other rows: without the check, even a tolerant load
+    # would pair those images with the wrong rows' scores
+    assert {str(r["photo"]) for r in rows} & {str(r["id"]) for r in rows}
+    with pytest.raises(DatasetError) as exc:
+        ScenicOrNot(root, "all", transform=TF, max_missing_fraction=1.0)
+    msg = str(exc.value)
+    assert "named by Geograph photo number" in msg and "historical format" in msg
+    assert "<ID>.jpg" in msg and str(root / "images") in msg
+    first = _usable(rows)[0]
+    assert f"ID {first['id']} is photo {first['photo']}" in msg
+
+
+def test_current_export_refuses_a_downloaded_folder_named_by_id(tmp_path: Path) -> None:
+    rows = _rows(40)
+    root = _folder(tmp_path, "current", "id", rows)
+    # the record `siam data download` keeps: images/<ID>.jpg came from the row's photo page
+    (root / "download_manifest.jsonl").write_text("".join(
+        json.dumps({"path": f"images/{r['id']}.jpg", "url": "u", "page": r["uri"], "sha256": "0", "bytes": 1}) + "\n"
+        for r in rows
+    ))
+    with pytest.raises(DatasetError) as exc:
+        ScenicOrNot(root, "all", transform=TF, max_missing_fraction=1.0)
+    msg = str(exc.value)
+    assert "named for another votes.tsv format" in msg and "current format, images named <Geograph photo number>" in msg
+    assert "siam data download scenicornot --root" in msg
+    # without that record the stems alone cannot tell; the missing-image error names the key
+    (root / "download_manifest.jsonl").unlink()
+    with pytest.raises(DatasetError, match=r"images are missing.*current format: images are looked up in .* as "
+                                           r"<Geograph photo number>\.jpg"):
+        ScenicOrNot(root, "all", transform=TF)

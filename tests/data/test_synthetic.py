@@ -141,7 +141,7 @@ def test_votes_tsv_historical_format(runs: dict[str, Path]) -> None:
         v = np.array([int(x) for x in votes.split(",")])
         assert 3 <= len(v) <= 10 and v.min() >= 1 and v.max() <= 10
         assert avg == f"{v.mean():.4f}" and var == f"{v.var(ddof=0):.4f}"
-        assert uri == f"http://www.geograph.org.uk/photo/{sid}"
+        assert uri == f"http://www.geograph.org.uk/photo/{6 * int(sid) + 1}"  # the photo number is not the ID
         assert 49 < float(lat) < 59 and -6 < float(lon) < 2
         assert (runs["a"] / "son" / "images" / f"{sid}.jpg").is_file()
 

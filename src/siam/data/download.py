@@ -5,11 +5,14 @@
   and ``SUNAttributeDB_Images.tar.gz`` (``images/<letter>/<category>/sun_*.jpg``) from
   :data:`SUN_BASE_URL`, unpacked to ``ROOT/{images.mat,attributes.mat,attributeLabels_continuous.mat}``
   and ``ROOT/images/<name>`` (the layout :mod:`siam.data.sun_attributes` reads).
-* ``scenicornot``: ScenicOrNot's ``votes.tsv`` (columns ``ID, Lat, Lon, Average, Variance, Votes,
-  Geograph URI``) from :data:`SON_BASE_URL`, then each row's Geograph photo: the photo page named by
-  the row's URI is fetched and the image URL read from it (:func:`resolve_geograph_image`), saved as
-  ``ROOT/images/<ID>.jpg`` (the layout :mod:`siam.data.scenic_or_not` reads). Geograph requests are
-  rate limited (``--rate``, default 1 request/s).
+* ``scenicornot``: ScenicOrNot's ``votes.tsv`` from :data:`SON_BASE_URL`, then each row's Geograph
+  photo: the photo page named by the row's URI is fetched and the image URL read from it
+  (:func:`resolve_geograph_image`), saved under the name :mod:`siam.data.scenic_or_not` reads for
+  that votes.tsv format: ``ROOT/images/<ID>.jpg`` for the historical format (columns ``ID, Lat, Lon,
+  Average, Variance, Votes, Geograph URI``; the ID is not the photo number), and
+  ``ROOT/images/<photo number>.jpg`` for the current export (no ``ID`` column). A file recorded for
+  another photo page than its row's URI (a folder filled for the other format) is fetched again.
+  Geograph requests are rate limited (``--rate``, default 1 request/s).
 
 Resumable: large files are downloaded to ``<name>.part`` and continued with HTTP ``Range``; small
 files that are already complete are skipped. Every finished file is recorded with its sha256 and
@@ -444,11 +447,11 @@ def resolve_geograph_image(page_html: str, page_url: str) -> str:
     raise DownloadError(f"{page_url}: no photo found on the page (no main <img>, og:image or image_src)")
 
 
-def _read_votes(path: Path) -> list[tuple[str, str]]:
-    """``(ID, Geograph URI)`` per row of votes.tsv, in file order.
+def _read_votes(path: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The format (``"historical"``/``"current"``) and ``(image key, Geograph URI)`` per row, in file order.
 
-    The ID is the ``ID`` column (historical format) or, in the current export without it, the
-    number in the URI (``.../photo/123456``), as :mod:`siam.data.scenic_or_not` reads it.
+    The key is the ``ID`` column (historical format) or, in the current export without it, the
+    photo number in the URI (``.../photo/123456``), as :mod:`siam.data.scenic_or_not` reads it.
     """
     import csv
     import re
@@ -473,7 +476,7 @@ def _read_votes(path: Path) -> list[tuple[str, str]]:
                 m = re.search(r"/photo/(\d+)", uri)
                 photo_id = m.group(1) if m else ""
             rows.append((photo_id, uri))
-    return rows
+    return ("historical" if i_id is not None else "current"), rows
 
 
 def download_scenicornot(
@@ -507,7 +510,12 @@ def download_scenicornot(
                        timeout=timeout, retries=retries, progress=progress) is None:
         report.write_missing()
         return report
-    rows = _read_votes(votes)
+    fmt, rows = _read_votes(votes)
+    key = "ID" if fmt == "historical" else "photo number"
+    report.notes.append(
+        f"votes.tsv is the {fmt} format: photos are saved as images/<{key}>.jpg"
+        + ("" if fmt == "historical" else "; its splits (in photo-number order) are not the paper's")
+    )
     if limit is not None:
         rows = rows[:limit]
     if not images:
@@ -515,15 +523,19 @@ def download_scenicornot(
         return report
     limiter = RateLimiter(rate)
     started = time.monotonic()
+    replaced = 0
     for n, (photo_id, uri) in enumerate(rows, start=1):
         rel = f"images/{photo_id}.jpg"
         target = root / rel
         if not photo_id.isdigit():
-            report.missing.append((rel, uri, f"ID {photo_id!r} is not a Geograph photo number"))
+            report.missing.append((rel, uri, f"{key} {photo_id!r} is not a number"))
             continue
         if manifest.complete(rel, target):
-            report.skipped += 1
-            continue
+            if manifest.entries[rel].get("page") == uri:
+                report.skipped += 1
+                continue
+            target.unlink()  # saved for another row's photo (the other format's key): never keep it
+            replaced += 1
         try:
             page_url = _check_url(uri)
             image_url = resolve_geograph_image(_get_text(page_url, timeout=timeout, limiter=limiter), page_url)
@@ -548,6 +560,9 @@ def download_scenicornot(
             rate_now = n / max(time.monotonic() - started, 1e-9)
             print(f"  photos: {n}/{len(rows)} ({rate_now:.2f} rows/s)", file=sys.stderr)
     report.notes.append(f"{len(rows)} votes rows considered" + (f" (--limit {limit})" if limit is not None else ""))
+    if replaced:
+        report.notes.append(f"{replaced} photos saved earlier under a name that this votes.tsv gives to "
+                            f"another photo were deleted and fetched again")
     report.write_missing()
     return report
 
@@ -591,7 +606,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(sun, SUN_BASE_URL)
     sun.add_argument("--delete-archives", action="store_true", help="delete the tarballs after unpacking")
     son = which.add_parser("scenicornot", help="ScenicOrNot votes.tsv and the Geograph photos",
-                           description="ScenicOrNot votes.tsv plus one Geograph photo per row (images/<ID>.jpg).")
+                           description="ScenicOrNot votes.tsv plus one Geograph photo per row, saved as "
+                           "images/<ID>.jpg for the historical votes.tsv (with an ID column) or "
+                           "images/<photo number>.jpg for the current export (without one), the "
+                           "names the loader reads for that format.")
     common(son, SON_BASE_URL)
     son.add_argument("--limit", type=int, default=None, help="only the first N rows' photos")
     son.add_argument("--rate", type=float, default=1.0,

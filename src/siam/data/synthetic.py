@@ -488,13 +488,17 @@ def _write_sun(
 def _write_votes(
     path: Path, ids: Sequence[int], lat: np.ndarray, lon: np.ndarray, votes: Sequence[Sequence[int]]
 ) -> np.ndarray:
-    """votes.tsv in the historical format, rows in ID order; returns the Averages as written."""
+    """votes.tsv in the historical format, rows in ID order; returns the Averages as written.
+
+    As in the real file (ID 1 is photo 7), the Geograph photo number in the URI is not the ID:
+    it is ``6 * ID + 1``; the images stay ``<ID>.jpg``, the historical format's key.
+    """
     lines = ["ID\tLat\tLon\tAverage\tVariance\tVotes\tGeograph URI"]
     averages = []
     for sid, la, lo, v in zip(ids, lat, lon, votes):
         avg, var = _vote_stats(v)
         averages.append(float(avg))
-        uri = f"http://www.geograph.org.uk/photo/{sid}"
+        uri = f"http://www.geograph.org.uk/photo/{6 * int(sid) + 1}"
         lines.append(f"{sid}\t{la:.6g}\t{lo:.6g}\t{avg}\t{var}\t{','.join(map(str, v))}\t{uri}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return np.asarray(averages)
