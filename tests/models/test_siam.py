@@ -12,11 +12,28 @@ def _tiny(k: int = 5, **kw):
     return siam.build_model(backbone="tiny", attributes=names, **kw)
 
 
-def _check_identity(out: siam.SIAMOutput) -> None:
-    bias = out.bias.detach()
-    torch.testing.assert_close(out.score, bias + out.contributions.sum(1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.score, bias + out.contribution_maps.sum((1, 2, 3)), atol=1e-5, rtol=0)
+def _check_identity(out: siam.SIAMOutput, head: TemplateHead) -> None:
+    """The score, contributions and contribution maps against a float64 recomputation from the maps A
+    and g's raw parameters (templates T, mixing a, weights w, bias b), not through the head's code:
+    E_k = w_k (a_k1 T_k1 + a_k2 T_k2), c_k = sum_ij E_k[i, j] A_k[i, j], y = b + sum_k c_k."""
+    T = head.templates.detach().double()  # (K, 2, m, m)
+    a = head.mixing.detach().double()  # (K, 2)
+    w = head.weight.detach().double()  # (K,)
+    b = float(head.bias.detach())
+    A = out.maps.detach().double()  # (B, K, m, m)
+    batch, k = A.shape[:2]
+    E = torch.stack([w[i] * (a[i, 0] * T[i, 0] + a[i, 1] * T[i, 1]) for i in range(k)])  # (K, m, m)
+    c = torch.tensor([[float((E[i] * A[n, i]).sum()) for i in range(k)] for n in range(batch)],
+                     dtype=torch.float64)  # (B, K)
+    y = b + c.sum(1)  # (B,)
+    torch.testing.assert_close(out.score.double(), y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.contributions.double(), c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.contribution_maps.double(), E[None] * A, atol=1e-6, rtol=0)
+    torch.testing.assert_close(head.effective_templates().detach().double(), E, atol=1e-6, rtol=0)
+    # the parts agree with each other: c_k is the sum of its map, y = b + the sum of all maps
     torch.testing.assert_close(out.contributions, out.contribution_maps.sum((2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.score, out.bias.detach() + out.contribution_maps.sum((1, 2, 3)), atol=1e-5, rtol=0)
+    assert float(out.bias) == b
 
 
 @pytest.mark.parametrize("batch,size", [(1, 64), (3, 96), (2, 128), (4, 75)])
@@ -31,7 +48,7 @@ def test_identity_random_weights(batch: int, size: int) -> None:
     assert out.maps.shape == (batch, 7, 8, 8)
     assert out.presence.shape == (batch, 7)
     assert out.score.shape == (batch,)
-    _check_identity(out)
+    _check_identity(out, model.template_head)
 
 
 def test_identity_after_optimizer_steps() -> None:
@@ -51,7 +68,7 @@ def test_identity_after_optimizer_steps() -> None:
     out = model(x)
     # Training has moved the templates away from the degenerate start.
     assert out.contributions.abs().sum() > 0
-    _check_identity(out)
+    _check_identity(out, model.template_head)
     assert (model.template_head.templates >= 0).all()
 
 
