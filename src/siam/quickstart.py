@@ -203,7 +203,8 @@ def _start_stage_process(name: str, cfg: Any, out: Path) -> _Child | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "quickstart_config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    cmd = [sys.executable, "-m", "siam.cli", "train", "--config", str(cfg_path), "--set", "trainer.progress_bar=false"]
+    # Its log is a file, so training prints one plain line per epoch there (no progress bar).
+    cmd = [sys.executable, "-m", "siam.cli", "train", "--config", str(cfg_path)]
     from siam.training.engine import LAST_CKPT
 
     if (run_dir / LAST_CKPT).is_file():
@@ -322,7 +323,8 @@ def quickstart(
             workers = int(opts.pop("workers", 1))
             seed = int(opts.pop("seed", 0))
             print(f"siam quickstart: generating the planted-truth data in {data_dir}", flush=True)
-            generate(data_dir, seed=seed, config=SynthConfig(**opts), workers=workers, overwrite=True)
+            generate(data_dir, seed=seed, config=SynthConfig(**opts), workers=workers, overwrite=True,
+                     progress=True)
             timings["synth"] = time.perf_counter() - t
     else:
         data_dir = Path(data)

@@ -216,3 +216,15 @@ def test_a_run_killed_before_its_first_manifest_can_start_again(siam_ckpt: Path,
     assert _score(str(image_dir), "--checkpoint", str(siam_ckpt), "--out", str(out), "--workers", "0") == 0
     assert read_scores(out).num_rows == len(_expected_files(image_dir))
     assert not list(out.glob(".*.tmp"))
+
+
+def test_progress_in_a_log_is_plain_lines(siam_ckpt: Path, image_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --no-progress and with output that is not a terminal: a plain line, no ``\\r``."""
+    out = tmp_path / "out"
+    assert main(["score", str(image_dir), "--checkpoint", str(siam_ckpt), "--out", str(out), "--workers", "0",
+                 "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    n = len(_expected_files(image_dir))
+    assert "\r" not in err
+    assert f"siam score: {n}/{n} img (100%)" in err

@@ -430,9 +430,9 @@ def _false_rates(levels: np.ndarray) -> np.ndarray:
 def _run_tasks(
     tasks: list[tuple[str, int, str]], state: dict[str, Any], workers: int, progress: bool
 ) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
+    from siam.progress import progress as progress_counter  # a bar on a terminal, lines in a log
 
-    bar = tqdm(total=len(tasks), desc="siam synth", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_counter(total=len(tasks), desc="siam synth", unit="img", enabled=progress)
     results: list[dict[str, Any]] = []
     try:
         if workers <= 1:

@@ -341,7 +341,9 @@ def score_images(
     Decoding (:func:`siam.data.images.load_image`) and the checkpoint's evaluation transform run in
     ``workers`` DataLoader processes (default: CPU count - 1, at most 8; 0 decodes in this
     process); inference uses :func:`prepare_for_inference` with ``precision``. Images that cannot
-    be decoded become ``status="error"`` rows with the reason.
+    be decoded become ``status="error"`` rows with the reason. ``progress``: None or True shows a
+    live bar on a terminal and plain lines (no ``\\r``) in a log (:func:`siam.progress.progress`);
+    False shows nothing.
     """
     from siam.checkpoint import load_checkpoint, read_meta
     from siam.data.transforms import Preprocessing, eval_transform
@@ -414,10 +416,10 @@ def score_images(
         model, autocast = prepare_for_inference(load_checkpoint(ckpt), precision, device=dev)
         manifest["precision"] = precision_used = model.inference_precision
         setup_seconds = time.perf_counter() - start_time
-        from tqdm.auto import tqdm
+        from siam.progress import progress as progress_counter
 
-        bar = tqdm(total=len(inputs), initial=len(inputs) - len(indices), unit="img", desc="siam score",
-                   disable=(None if progress is None else not progress), smoothing=0.1)
+        bar = progress_counter(total=len(inputs), initial=len(inputs) - len(indices), unit="img",
+                               desc="siam score", enabled=progress, smoothing=0.1)
         try:
             for ok_idx, images, bad in batches:
                 arrays: dict[str, np.ndarray] = {}

@@ -123,7 +123,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Engine options passed to :class:`lightning.Trainer` (DDP, precision, checkpoints, logs)."""
+    """Engine options passed to :class:`lightning.Trainer` (DDP, precision, checkpoints, logs).
+
+    ``progress_bar``: show progress; a live bar when stdout and stderr are terminals, else one plain
+    line per epoch (no carriage returns in logs); false: neither.
+    """
 
     max_epochs: int = 30
     max_steps: int = -1

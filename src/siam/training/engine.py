@@ -5,6 +5,9 @@
     out/checkpoints/last.ckpt   Lightning resume file (atomic, every N steps and at the end)
     out/logs/                   CSV logs          out/tensorboard/   TensorBoard logs
     out/model.safetensors       final model (+ out/model.json: config, preprocessing, names, metrics)
+
+Progress (``trainer.progress_bar``): a live bar when stdout and stderr are terminals, else one plain
+line per epoch (:class:`~siam.training.callbacks.EpochLines`), so logs hold no carriage returns.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from siam.data.datamodule import SiamDataModule
 from siam.errors import CheckpointError, ConfigError
 from siam.models.baseline import Baseline, build_baseline
 from siam.models.siam import SIAM, build_model
-from siam.training.callbacks import AtomicCheckpointIO, LastCheckpoint, ResumeNotice
+from siam.progress import interactive
+from siam.training.callbacks import AtomicCheckpointIO, EpochLines, LastCheckpoint, ResumeNotice
 from siam.training.config import TrainConfig
 from siam.training.module import NonFiniteError, SiamModule
 
@@ -119,8 +123,12 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback]) -> L.Trai
     t = cfg.trainer
     ckpt = LastCheckpoint(out / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps)
     cbs: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *callbacks]
-    if t.progress_bar:
+    # A live bar only on a terminal; in a log (CI, nohup, a file) plain lines, no carriage returns.
+    bar = t.progress_bar and interactive()
+    if bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
+    elif t.progress_bar:
+        cbs.append(EpochLines())
     devices: Any = t.devices
     if isinstance(devices, str) and devices != "auto" and "," not in devices:
         devices = int(devices)
@@ -140,7 +148,7 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback]) -> L.Trai
         check_val_every_n_epoch=max(1, t.val_every_n_epochs),
         limit_val_batches=None if t.val_every_n_epochs > 0 else 0,
         num_sanity_val_steps=0,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         deterministic=t.deterministic,
     )
