@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"rows per Parquet part file (default {DEFAULT_PART_SIZE}); fixed for a run")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
                         help=f"reject larger images as errors (default {DEFAULT_MAX_MEGAPIXELS:g})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress (default: a live bar on a terminal, plain lines in a log)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress (default: a live bar on a terminal, plain lines in a log)")
 
 
 def run(args: argparse.Namespace) -> int:
