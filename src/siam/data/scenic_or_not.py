@@ -255,9 +255,10 @@ def check_image_key(
     """Refuse an image folder named by the other key than ``table.format`` expects (:data:`IMAGE_KEYS`).
 
     Raises :class:`DatasetError` when (historical format) more file stems are photo numbers than
-    IDs of the table's rows, or when the download manifest in
-    ``manifest_root`` records that ``images/<key>.jpg`` came from another photo than the row with
-    that key (either format). ``where`` names the folder in the message.
+    IDs of the table's rows, or when the download manifest in ``manifest_root`` records that
+    ``images/<key>.jpg`` came from another photo than the row with that key (either format; the
+    stems alone cannot tell the current export's photo numbers from historical IDs, which it
+    lacks). ``where`` names the folder in the message.
     """
     key = IMAGE_KEYS[table.format]
     stems = set(image_index)
