@@ -1,6 +1,8 @@
 """The FastAPI app: a web explorer and REST API for SIAM explanations.
 
-Endpoints (OpenAPI at ``/openapi.json``, docs at ``/docs``):
+Endpoints (OpenAPI at ``/openapi.json``; interactive docs at ``/docs``, whose Swagger UI assets
+come from the ``fastapi-offline`` package under ``/docs-assets/``, so they render without a
+network; no ``/redoc``, whose page fetches its logo from a CDN):
 
 * ``GET /health``;
 * ``GET /v1/model``: attribute names, effective templates E_i (K, m, m) as numbers (paper
@@ -34,6 +36,7 @@ import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -59,6 +62,12 @@ OVERLAY_SIDE = 512
 ATTRIBUTE_OVERLAY_SIDE = 256
 
 _T = TypeVar("_T")
+
+# Swagger UI (/docs) loads its script and style from this URL prefix, served from the
+# fastapi-offline package: the docs render without any network. The validator badge would send the
+# schema URL to validator.swagger.io, so it is off; ReDoc is off (it fetches its logo from a CDN).
+DOCS_ASSETS_URL = "/docs-assets"
+_SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 
 # Strict policy for the explorer page: everything from this origin, images also from data: URLs.
 _PAGE_HEADERS = {
@@ -348,7 +357,10 @@ def create_app(
         "max_concurrency": max_concurrency,
         "formats": ALLOWED_LABEL.split(", "),
     }
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
+        redoc_url=None,
+        swagger_ui_parameters=_SWAGGER_UI_PARAMETERS,
         title="siam explorer",
         version=__version__,
         description="What-where-how explanations of a SIAM model (Marcos, Lobry & Tuia, ICCVW 2019): "
