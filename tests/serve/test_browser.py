@@ -175,3 +175,31 @@ def test_api_docs_render_with_the_network_unreachable(live_server, chromium_path
             browser.close()
     assert not blocked, f"/docs tried to reach the network: {blocked}"
     assert not problems, problems
+
+
+def test_page_says_when_the_model_was_trained_on_synthetic_scenes(
+    synthetic_live_server, live_server, chromium_path, photo_path
+):
+    """A model trained on `siam synth` scenes says on the page that photographs are beyond it;
+    a model without that record shows no such note."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{synthetic_live_server.url}/")
+            note = page.locator("#trained-on-note")
+            expect(note).to_be_visible()
+            expect(note).to_contain_text("synthetic planted scenes")
+            expect(note).to_contain_text("not meaningful")
+            page.set_input_files("#file-input", str(photo_path))
+            expect(page.locator("#score")).to_have_text(SCORE_RE)
+            expect(note).to_be_visible()  # still there next to the explanation of the photo
+            page.goto(f"{live_server.url}/")
+            expect(page.locator("#model-info")).to_contain_text("6 attributes")
+            expect(page.locator("#trained-on-note")).to_be_hidden()
+        finally:
+            browser.close()

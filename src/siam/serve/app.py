@@ -46,6 +46,7 @@ from siam import __version__
 from siam.checkpoint import load_checkpoint
 from siam.explain.explanation import Explanation, model_identity
 from siam.models.siam import SIAM
+from siam.provenance import synthetic_note, trained_on
 from siam.serve.limits import Slots, UploadLimitMiddleware, format_bytes
 from siam.serve.uploads import ALLOWED_LABEL, UploadError, decode_upload, safe_name
 
@@ -127,6 +128,9 @@ class ExplainOut(BaseModel):
     grid: int
     crop_box: list[float] = Field(description="(x0, y0, x1, y1): the part of the image the model saw")
     top_k: int
+    note: str | None = Field(
+        None, description="a caveat, e.g. that the model was trained on synthetic scenes, not photographs"
+    )
     overlays: dict[str, str] = Field(
         description="PNG overlays as data: URLs: 'total' (sum of contribution maps) and one per "
         "top positive / top negative attribute"
@@ -174,6 +178,8 @@ class ModelOut(BaseModel):
     preprocessing: dict[str, Any]
     model: dict[str, Any]
     limits: dict[str, Any]
+    trained_on: dict[str, Any] = Field(description="what the model was trained on: kind and summary")
+    note: str | None = Field(description="shown with every upload: e.g. a synthetic-trained model on photographs")
 
 
 def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -406,6 +412,8 @@ def create_app(
         "preprocessing": model.preprocessing.to_dict(),
         "model": ident,
         "limits": limits,
+        "trained_on": {k: v for k, v in trained_on(model).items() if k in ("kind", "summary")},
+        "note": synthetic_note(model),  # uploads have no known origin
     }
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])

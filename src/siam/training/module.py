@@ -62,7 +62,8 @@ class SiamModule(L.LightningModule):
     """Train ``model`` for ``stage`` with Adam + step decay (:class:`OptimConfig`).
 
     ``train_config`` (the resolved :class:`~siam.training.config.TrainConfig` as a dict) is stored
-    in every checkpoint's ``siam_meta``. ``channels_last`` converts model and inputs.
+    in every checkpoint's ``siam_meta``, as is ``trained_on`` (:mod:`siam.provenance`).
+    ``channels_last`` converts model and inputs.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class SiamModule(L.LightningModule):
         optim: OptimConfig | None = None,
         train_config: dict[str, Any] | None = None,
         channels_last: bool = False,
+        trained_on: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.trained_on = trained_on
         self.model = model
         self.stage = stage
         self.optim = optim or OptimConfig()
@@ -228,7 +231,7 @@ class SiamModule(L.LightningModule):
         bad = [k for k, v in checkpoint.get("state_dict", {}).items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise NonFiniteError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]} (global step {self.global_step})")
-        checkpoint["siam_meta"] = model_meta(self.model, train_config=self.train_config)
+        checkpoint["siam_meta"] = model_meta(self.model, train_config=self.train_config, trained_on=self.trained_on)
         checkpoint["siam_meta"]["stage"] = self.stage
 
 
