@@ -52,6 +52,9 @@ def test_report_has_every_key_for_the_three_models(smoke: Path) -> None:
     # The chain: no-finetuning starts from the sun stage, joint from no-finetuning.
     meta = siam.checkpoint.read_meta(smoke / "joint" / "model.safetensors")
     assert meta["train_config"]["init_from"].endswith("son_head/model.safetensors")
+    # Every stage records that it was trained on the planted world (the baseline in its own process).
+    for stage in ("sun", "son_head", "joint", "baseline"):
+        assert siam.checkpoint.read_meta(smoke / stage / "model.safetensors")["trained_on"]["kind"] == "synthetic"
 
 
 def test_rerun_keeps_finished_stages(smoke: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +62,10 @@ def test_rerun_keeps_finished_stages(smoke: Path, capsys: pytest.CaptureFixture[
     # Same recipe (the progress bar setting does not count): nothing is retrained.
     code = main(["quickstart", "--out", str(smoke), "--data", str(smoke / "data"), "--set", "trainer.max_steps=2",
                  "--set", "data.batch_size=8", "--set", "data.son_batch_size=8", "--no-explain"])
-    assert code == 0 and "already trained" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0 and "already trained" in out
+    # The closing message says what these models are for, and not for.
+    assert "trained on synthetic planted scenes" in out and "not for photographs" in out
     assert (smoke / "joint" / "model.safetensors").stat().st_mtime_ns == before
     # Another recipe must not silently reuse them.
     assert main(["quickstart", "--out", str(smoke), "--data", str(smoke / "data"), "--set", "trainer.max_steps=3",

@@ -5,7 +5,11 @@ document (the *meta*)::
 
     {"format": "siam-model", "version": 1, "siam_version": "...",
      "model": ModelConfig, "preprocessing": Preprocessing, "attributes": [...],
-     "train_config": {...} | null, "metrics": {...} | null}
+     "train_config": {...} | null, "metrics": {...} | null,
+     "trained_on": {"kind": "synthetic" | "real" | "csv" | "mixed", ...} | null}
+
+``trained_on`` (see :mod:`siam.provenance`) says what data trained the model; files written before
+it existed (or by ``save_checkpoint`` without it) load as kind ``"unknown"``.
 
 A human-readable copy of the meta is written next to it as ``<name>.json``. Lightning resume
 files (``.ckpt``) are read with ``torch.load(weights_only=True)`` only; they carry the same meta
@@ -49,8 +53,12 @@ def model_meta(
     *,
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-serialisable description saved with ``model``."""
+    """The JSON-serialisable description saved with ``model``; ``trained_on`` defaults to what a
+    loaded model's ``meta`` recorded (re-saving keeps the provenance)."""
+    if trained_on is None:
+        trained_on = (getattr(model, "meta", None) or {}).get("trained_on")
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -60,6 +68,7 @@ def model_meta(
         "attributes": list(model.config.attributes),
         "train_config": train_config,
         "metrics": metrics,
+        "trained_on": trained_on,
     }
 
 
@@ -78,15 +87,18 @@ def save_checkpoint(
     *,
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` (``.safetensors``) plus ``<path>.json``, atomically."""
+    """Write ``model`` to ``path`` (``.safetensors``) plus ``<path>.json``, atomically.
+
+    ``trained_on``: what trained it (:func:`siam.provenance.trained_on_record`)."""
     from safetensors.torch import save
 
     p = Path(path)
     if p.suffix != ".safetensors":
         raise CheckpointError(f"model files must end in .safetensors, got {str(p)!r}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    meta = model_meta(model, train_config=train_config, metrics=metrics)
+    meta = model_meta(model, train_config=train_config, metrics=metrics, trained_on=trained_on)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(tensors, metadata={"siam": json.dumps(meta)})
     _atomic_write_bytes(p, blob)

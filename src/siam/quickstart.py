@@ -394,4 +394,23 @@ def run(args: argparse.Namespace) -> int:
     missed = [t["name"] for t in report["targets"] if not t["met"]]
     print(f"siam quickstart: wrote {Path(args.out) / 'report.md'} and report.json in {report['wall_time_s']:.0f} s; "
           + (f"targets missed: {missed}" if missed else "all targets met"))
+    print(_purpose(report))
     return 0
+
+
+def _purpose(report: dict[str, Any]) -> str:
+    """The closing message: what the quickstart's models are for (and not for)."""
+    from siam.checkpoint import read_meta
+    from siam.provenance import is_synthetic, trained_on
+
+    joint = ((report.get("models") or {}).get("siam_joint") or {}).get("checkpoint")
+    record = trained_on(read_meta(joint)) if joint and Path(joint).is_file() else {"kind": "unknown"}
+    if not is_synthetic(record):
+        return f"siam quickstart: the models were trained on {record.get('summary', 'unknown data')}."
+    return (
+        "siam quickstart: these models were trained on synthetic planted scenes (`siam synth`), where the "
+        "true attribute maps and templates are known: they are for checking that SIAM recovers what was "
+        "planted (report.md), not for photographs. On a real photo they answer with confidence and mean "
+        "nothing (siam explain/serve/score say so). For real images, train on SUN Attributes + "
+        "ScenicOrNot: siam data download ..., then siam train --config configs/paper.yaml."
+    )

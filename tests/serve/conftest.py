@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -165,18 +166,17 @@ def post_multipart(url: str, image: bytes, name: str = "photo.jpg", **fields: ob
         return exc.code, json.load(exc)
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``siam serve`` in a fresh interpreter on 127.0.0.1 and a free port."""
+@contextlib.contextmanager
+def _serve(checkpoint: Path, report: Path):
+    """``siam serve`` in a fresh interpreter on 127.0.0.1 and a free port (imports recorded in ``report``)."""
     root = Path(__file__).resolve().parents[2]
-    report = tmp_path_factory.mktemp("serve-live") / "imports.txt"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), env.get("PYTHONPATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")
     port = _free_port()
     cmd = [
         sys.executable, "-c", _SERVE_WITH_IMPORT_REPORT, str(report),
-        "--checkpoint", str(tiny_checkpoint), "--port", str(port),
+        "--checkpoint", str(checkpoint), "--port", str(port),
         "--max-upload-mb", str(LIVE_UPLOAD_MB), "--log-level", "warning",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -202,3 +202,30 @@ def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``siam serve`` in a fresh interpreter on 127.0.0.1 and a free port."""
+    with _serve(tiny_checkpoint, tmp_path_factory.mktemp("serve-live") / "imports.txt") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, recorded as trained on a `siam synth` world."""
+    from siam.provenance import trained_on_record
+
+    world = tmp_path_factory.mktemp("synth-world")
+    (world / "truth").mkdir()
+    (world / "truth" / "meta.json").write_text(json.dumps({"generator": "siam synth", "seed": 0}))
+    path = world.parent / f"{world.name}-model.safetensors"
+    siam.save_checkpoint(build_tiny_model(), path, trained_on=trained_on_record("sun", {"sun": world / "sun"}))
+    return path
+
+
+@pytest.fixture()
+def synthetic_live_server(synthetic_checkpoint: Path, tmp_path: Path):
+    """``siam serve`` with a model trained on synthetic scenes."""
+    with _serve(synthetic_checkpoint, tmp_path / "imports.txt") as server:
+        yield server

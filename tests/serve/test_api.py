@@ -168,6 +168,23 @@ def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_api_docs_reference_only_local_assets(client):
+    """Swagger UI comes from the fastapi-offline package, not a CDN: every script, style and icon
+    of /docs is a path on this server, and each of them is served. /redoc (CDN logo) is off."""
+    page = "/docs"
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert not re.search(r"https?:|//cdn|jsdelivr|unpkg", r.text), f"{page} references an external URL"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert assets, f"{page} loads no assets?"
+    for src in assets:
+        assert src.startswith("/") and not src.startswith("//"), f"{page}: external asset {src!r}"
+        got = client.get(src)
+        assert got.status_code == 200 and len(got.content) > 1000, (src, got.status_code)
+    assert "/docs-assets/swagger-ui-bundle.js" in assets
+    assert client.get("/redoc").status_code == 404
+
+
 def test_no_endpoint_takes_a_file_path(client):
     schema = client.get("/openapi.json").json()
     for path, ops in schema["paths"].items():

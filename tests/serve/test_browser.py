@@ -140,3 +140,66 @@ def test_browser_upload_explain_intervene_and_error(live_server, chromium_path, 
             browser.close()
     assert not problems, problems
     assert (shots / "serve_explained.png").stat().st_size > 10_000
+
+
+def test_api_docs_render_with_the_network_unreachable(live_server, chromium_path):
+    """/docs (Swagger UI) renders with every request off this server refused: its assets are
+    served by the app (fastapi-offline), not a CDN."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base = live_server.url
+    blocked: list[str] = []
+    problems: list[str] = []
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    def only_local(route):  # the network is unreachable: anything not on 127.0.0.1 fails
+        if route.request.url.startswith(base) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=ARGS, headless=True)
+        try:
+            context = browser.new_context()
+            context.route("**/*", only_local)
+            web = context.new_page()
+            web.set_default_timeout(TIMEOUT_MS)
+            web.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            web.goto(f"{base}/docs")
+            expect(web.locator("#swagger-ui .info .title").first).to_contain_text("siam explorer")
+            for path in ("/v1/explain", "/v1/intervene"):  # the operations, drawn from /openapi.json
+                expect(web.get_by_text(path, exact=True).first).to_be_visible()
+        finally:
+            browser.close()
+    assert not blocked, f"/docs tried to reach the network: {blocked}"
+    assert not problems, problems
+
+
+def test_page_says_when_the_model_was_trained_on_synthetic_scenes(
+    synthetic_live_server, live_server, chromium_path, photo_path
+):
+    """A model trained on `siam synth` scenes says on the page that photographs are beyond it;
+    a model without that record shows no such note."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{synthetic_live_server.url}/")
+            note = page.locator("#trained-on-note")
+            expect(note).to_be_visible()
+            expect(note).to_contain_text("synthetic planted scenes")
+            expect(note).to_contain_text("not meaningful")
+            page.set_input_files("#file-input", str(photo_path))
+            expect(page.locator("#score")).to_have_text(SCORE_RE)
+            expect(note).to_be_visible()  # still there next to the explanation of the photo
+            page.goto(f"{live_server.url}/")
+            expect(page.locator("#model-info")).to_contain_text("6 attributes")
+            expect(page.locator("#trained-on-note")).to_be_hidden()
+        finally:
+            browser.close()

@@ -88,7 +88,7 @@ def explain_many(
         name = str(src)
         try:
             image = load_image(src, max_megapixels=max_megapixels)
-            expl = explain(model, image, name=name, model_id=model_id)
+            expl = explain(model, image, name=name, model_id=model_id, source=src)
             base = explain_baseline(baseline, image, name=name, model_id=baseline_id) if baseline else None
         except (ValueError, OSError) as exc:
             record = error_record(name, exc, model=model, model_id=model_id)

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary: list[dict[str, Any]] = []
     failed = 0
+    noted = False
     bar = tqdm(list(zip(items, stems)), desc="explain", unit="image", disable=None if len(items) > 1 else True,
                file=sys.stderr)
     for (path, problem), stem in bar:
@@ -127,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
             record = error_record(path, message, model=model, model_id=ident)
             for leftover in (npz_path, png_path):
                 leftover.unlink(missing_ok=True)
+        if record.get("note") and not noted:  # once: the same caveat holds for every photograph
+            noted = True
+            bar.write(f"siam explain: note: {record['note']}", file=sys.stderr)
         intervention = record.get("intervention") or {}
         problem = record["error"] or intervention.get("error")
         if problem is not None:
@@ -164,7 +168,7 @@ def _explain_one(
 ) -> dict[str, Any]:
     """Explain one file: write its NPZ (and PNG); return its JSON record."""
     image = load_image(path, max_megapixels=args.max_megapixels)
-    expl = explain(model, image, top_k=args.top_k, name=path, model_id=ident)
+    expl = explain(model, image, top_k=args.top_k, name=path, model_id=ident, source=path)
     base = None
     extra: dict[str, Any] = {}
     if baseline is not None:

@@ -37,6 +37,7 @@ from siam.data.images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from siam.data.transforms import Preprocessing, eval_transform
 from siam.models.baseline import Baseline
 from siam.models.siam import SIAM
+from siam.provenance import synthetic_note, trained_on
 
 __all__ = [
     "Explanation",
@@ -55,7 +56,7 @@ __all__ = [
 #: Keys every explanation JSON (and every error record) has; stable for downstream consumers.
 JSON_KEYS: tuple[str, ...] = (
     "image", "image_size", "score", "bias", "variance", "attributes", "top_positive",
-    "top_negative", "maps", "error", "model", "preprocessing", "grid", "crop_box", "top_k",
+    "top_negative", "maps", "error", "model", "preprocessing", "grid", "crop_box", "top_k", "note",
 )
 
 Box = tuple[float, float, float, float]
@@ -115,7 +116,8 @@ def _sha256(path: Path) -> str:
 
 
 def model_identity(model: SIAM | Baseline, *, checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """What produced an explanation: kind, backbone, grid, K, siam version, and, when
+    """What produced an explanation: kind, backbone, grid, K, siam version, what it was trained on
+    (``trained_on``: synthetic / real / csv / mixed / unknown, :mod:`siam.provenance`) and, when
     ``checkpoint`` is given, its path and sha256. Compute once and pass to :func:`explain`."""
     from siam import __version__
 
@@ -129,6 +131,7 @@ def model_identity(model: SIAM | Baseline, *, checkpoint: str | os.PathLike[str]
         "presence": cfg.presence,
         "num_attributes": len(cfg.attributes),
         "siam_version": meta.get("siam_version", __version__),
+        "trained_on": trained_on(model)["kind"],
     }
     if checkpoint is not None:
         p = Path(checkpoint)
@@ -196,6 +199,8 @@ class Explanation:
     presence, contributions: (K,); maps, contribution_maps: (K, m, m) with
     ``contribution_maps.sum((1, 2)) == contributions`` and ``score == bias + contributions.sum()``.
     ``crop_box``: the rectangle of the original image the m x m cells partition (module docstring).
+    ``note``: a caveat shown with the explanation, e.g. that a model trained on synthetic scenes
+    explains a photograph (:func:`siam.provenance.synthetic_note`); None when there is none.
     """
 
     image: str | None
@@ -212,6 +217,7 @@ class Explanation:
     crop_box: Box = (0.0, 0.0, 0.0, 0.0)
     variance: float | None = None
     top_k: int = 5
+    note: str | None = None
 
     def __post_init__(self) -> None:
         k = len(self.attributes)
@@ -287,6 +293,7 @@ class Explanation:
             "grid": self.grid,
             "crop_box": list(self.crop_box),
             "top_k": self.top_k,
+            "note": self.note,
         }
 
     def save_npz(self, path: str | os.PathLike[str], *, extra: Mapping[str, np.ndarray] | None = None) -> Path:
@@ -452,6 +459,7 @@ def explain(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     name: str | None = None,
     model_id: dict[str, Any] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> Explanation:
     """Explain ``model``'s score for one image from its own forward pass (eval mode, no grad).
 
@@ -460,7 +468,10 @@ def explain(
     if needed), or one already preprocessed float tensor (3, H, W) whose pixels are then the
     coordinate frame. ``top_k`` sets how many attributes ``top_positive``/``top_negative`` list in
     the JSON. ``model_id`` (from :func:`model_identity`, e.g. with the checkpoint hash) defaults to
-    the model's own description. Raises :class:`~siam.errors.ImageDecodeError` for a bad image.
+    the model's own description. ``source``: the image's file (default: ``image`` when it is a
+    path); a model trained on synthetic scenes gets a ``note`` on any image that is not from a
+    ``siam synth`` world, or whose origin is unknown. Raises
+    :class:`~siam.errors.ImageDecodeError` for a bad image.
     """
     if not isinstance(model, SIAM):
         raise ValueError(
@@ -469,6 +480,8 @@ def explain(
         )
     top_k = _check_k(top_k)
     x, label, size, box = _prepare(image, model.preprocessing, max_megapixels=max_megapixels, name=name)
+    if source is None and isinstance(image, (str, os.PathLike)):
+        source = image
     out = _forward(model, x)
     score = float(out.score[0])
     if not math.isfinite(score):
@@ -488,6 +501,7 @@ def explain(
         crop_box=box,
         variance=None if out.variance is None else float(out.variance[0]),
         top_k=top_k,
+        note=synthetic_note(model, source),
     )
 
 
@@ -542,6 +556,7 @@ def error_record(
         "grid": None,
         "crop_box": None,
         "top_k": None,
+        "note": None,
     }
 
 
@@ -578,4 +593,5 @@ def load_explanation(json_path: str | os.PathLike[str]) -> Explanation:
         crop_box=tuple(float(v) for v in record["crop_box"]),
         variance=record.get("variance"),
         top_k=int(record.get("top_k", 5)),
+        note=record.get("note"),
     )

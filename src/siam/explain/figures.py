@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,7 @@ __all__ = [
 
 GREEN = "#1b7837"
 MAGENTA = "#c51b7d"
+NOTE_COLOUR = "#a04000"  # caveats drawn on a figure (e.g. a synthetic-trained model on a photograph)
 #: Diverging magenta (lowers the score) - white - green (raises it).
 DIVERGING = LinearSegmentedColormap.from_list("siam_magenta_white_green", [MAGENTA, "#ffffff", GREEN])
 PRESENCE = colormaps["inferno"]
@@ -228,7 +230,11 @@ def plot_explanation(
                  transform=text_ax.transAxes)
     axes = [fig.add_subplot(gs[1 + j // ncols, j % ncols]) for j in range(n)]
     _attribute_panels(axes, expl, img)
-    if title:
+    if expl.note:  # e.g. a synthetic-trained model on a photograph: say so on the figure itself
+        heading = "\n".join(textwrap.wrap(f"NOTE: {expl.note}", width=30 * ncols))
+        fig.suptitle(f"{title}\n{heading}" if title else heading, fontsize=10, color=NOTE_COLOUR,
+                     fontweight="bold")
+    elif title:
         fig.suptitle(title, fontsize=11)
     return fig
 

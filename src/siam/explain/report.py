@@ -66,6 +66,7 @@ th { background: #f1f7f1; }
 img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figure { margin: 1rem 0 1.6rem 0; } figcaption { color: #444; font-size: 0.92rem; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4rem 0.8rem; }
+.warning { background: #fdecea; border-left: 4px solid #a04000; padding: 0.5rem 0.8rem; font-weight: 600; }
 .legend span { display: inline-block; padding: 0 0.4rem; color: white; border-radius: 3px; }
 code { background: #f4f4f4; padding: 0 0.2rem; }
 nav { margin: 0.8rem 0; font-size: 0.95rem; } nav a { color: #1b7837; }
@@ -176,7 +177,10 @@ def write_html_report(
         raise ValueError("every disagreement panel needs its baseline result (ReportPanel.baseline)")
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"title": title, "model": model, "metrics": metrics, "notes": list(notes)}
+    # Caveats of the explanations themselves (e.g. a synthetic-trained model on photographs), once each.
+    warnings = list(dict.fromkeys(p.explanation.note for p in (*panels, *disagreement) if p.explanation.note))
+    data: dict[str, Any] = {"title": title, "model": model, "metrics": metrics, "notes": list(notes),
+                            "warnings": warnings}
     sections: list[str] = []
     missing: list[str] = list(notes)
 
@@ -264,7 +268,8 @@ def write_html_report(
         ident = "<p class='sub'>" + ", ".join(f"{_esc(k)}: <code>{_esc(v)}</code>" for k, v in model.items()) + "</p>"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body, nav = _anchor_sections("".join(sections))
-    notes_html = "".join(f"<p class='note'>{_esc(n)}</p>" for n in missing)
+    notes_html = "".join(f"<p class='warning' role='note'>{_esc(w)}</p>" for w in warnings)
+    notes_html += "".join(f"<p class='note'>{_esc(n)}</p>" for n in missing)
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head><body>"

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 ModelKind = Literal["siam", "baseline"]
+PresenceDenominator = Literal["centre", "grid"]
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,9 @@ class ModelConfig:
     """Everything needed to rebuild a model's architecture (weights come separately).
 
     ``grid`` is the template size m; ``border`` the masked frame (cells) of each attribute map.
+    ``presence_denominator``: the presence is tanh(sum of the map / n) with n the ``"centre"``
+    cells ((m - 2 border)^2, the default) or the whole ``"grid"`` (m^2, as the authors' code,
+    whose average pooling includes the zeroed border). Files without the key load as ``"centre"``.
     """
 
     kind: ModelKind = "siam"
@@ -21,6 +25,7 @@ class ModelConfig:
     grid: int = 15
     border: int = 2
     presence: Literal["tanh", "sigmoid"] = "tanh"
+    presence_denominator: PresenceDenominator = "centre"
     template_init: float = 0.01
     predict_variance: bool = False
 

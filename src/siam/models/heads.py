@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PresenceActivation = Literal["tanh", "sigmoid"]
+PresenceDenominator = Literal["centre", "grid"]
 
 __all__ = ["AttributeHead", "TemplateHead", "border_mask"]
 
@@ -40,7 +41,11 @@ class AttributeHead(nn.Module):
     then multiplied by a border mask (out of place, so gradients flow; the authors zero the border
     in place, which breaks backward through this head).
 
-    Presence (Sec. 3.1) is ``act(mean of the map over the centre cells)``. The default activation is
+    Presence (Sec. 3.1) is ``act(sum of the map / n)``: n is the number of centre cells
+    ((m - 2 border)^2, ``presence_denominator="centre"``, the default: the mean over the cells that
+    can be non-zero) or m^2 (``"grid"``: the authors' code average-pools the whole map, zeroed
+    border included; with m = 15 and a 2-cell border that is 225 instead of 121 cells, so the same
+    map gives a presence about 1.9x smaller before the activation). The default activation is
     ``tanh``: the maps are non-negative, so the mean is >= 0 and a sigmoid could never go below 0.5,
     making "absent" (label 0) unreachable, while tanh(0) = 0. The paper writes sigmoid; the
     authors' code uses tanh. ``sigmoid`` is available for comparison.
@@ -54,10 +59,14 @@ class AttributeHead(nn.Module):
         grid: int,
         border: int = 2,
         presence: PresenceActivation = "tanh",
+        presence_denominator: PresenceDenominator = "centre",
     ) -> None:
         super().__init__()
         if presence not in ("tanh", "sigmoid"):
             raise ValueError(f"presence must be 'tanh' or 'sigmoid', got {presence!r}")
+        if presence_denominator not in ("centre", "grid"):
+            raise ValueError(f"presence_denominator must be 'centre' or 'grid', got {presence_denominator!r}")
+        self.presence_denominator: PresenceDenominator = presence_denominator
         self.conv = nn.Conv2d(in_channels, num_attributes, kernel_size=1)
         self.grid = grid
         self.border = border
@@ -68,12 +77,17 @@ class AttributeHead(nn.Module):
     def centre_cells(self) -> int:
         return (self.grid - 2 * self.border) ** 2
 
+    @property
+    def presence_cells(self) -> int:
+        """n in presence = act(sum / n): the centre cells, or all m^2 cells (authors' code)."""
+        return self.centre_cells if self.presence_denominator == "centre" else self.grid**2
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = F.relu(self.conv(features))  # (B, K, h, w)
         if maps.shape[-2:] != (self.grid, self.grid):
             maps = F.adaptive_avg_pool2d(maps, self.grid)  # (B, K, m, m)
         maps = maps * self.mask.to(maps.dtype)  # (B, K, m, m), border zeroed out of place
-        pooled = maps.sum(dim=(2, 3)) / self.centre_cells  # (B, K) mean over the centre
+        pooled = maps.sum(dim=(2, 3)) / self.presence_cells  # (B, K) mean over the centre (or the grid)
         presence = torch.tanh(pooled) if self.presence_activation == "tanh" else torch.sigmoid(pooled)
         return maps, presence
 

@@ -23,7 +23,7 @@ from torch import nn
 from siam.data.transforms import Preprocessing
 from siam.models.backbones import BACKBONES, Backbone, build_backbone
 from siam.models.config import ModelConfig
-from siam.models.heads import AttributeHead, PresenceActivation, TemplateHead
+from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, TemplateHead
 from siam.vocab import validate_attributes
 
 __all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch"]
@@ -80,7 +80,8 @@ class SIAM(nn.Module):
         self.preprocessing = preprocessing
         self.backbone = backbone
         self.attribute_head = AttributeHead(
-            backbone.out_channels, k, grid=config.grid, border=config.border, presence=config.presence
+            backbone.out_channels, k, grid=config.grid, border=config.border, presence=config.presence,
+            presence_denominator=config.presence_denominator,
         )
         self.template_head = TemplateHead(
             k,
@@ -153,6 +154,7 @@ def build_model(
     grid: int | None = None,
     border: int = 2,
     presence: PresenceActivation = "tanh",
+    presence_denominator: PresenceDenominator = "centre",
     template_init: float = 0.01,
     bias: float = 0.0,
     predict_variance: bool = False,
@@ -167,6 +169,8 @@ def build_model(
         grid: template size m; default from the backbone (15 for ResNets at 450 px).
         border: masked border in cells (paper: 2, i.e. the central 11x11 of 15x15 counts).
         presence: ``"tanh"`` (default, as the authors' code) or ``"sigmoid"`` (as the paper text).
+        presence_denominator: presence = act(sum of the map / n), n = the centre cells
+            (``"centre"``, default) or all m^2 cells (``"grid"``, as the authors' code).
         template_init: the constant all templates start from (no randomness).
         bias: initial b; set it to the mean training score.
         predict_variance: also predict the vote variance.
@@ -187,6 +191,7 @@ def build_model(
         grid=m,
         border=border,
         presence=presence,
+        presence_denominator=presence_denominator,
         template_init=template_init,
         predict_variance=predict_variance,
     )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
 
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS
-from siam.scoring.batch import DEFAULT_PART_SIZE, IMAGE_EXTENSIONS, read_scores, score_images
+from siam.scoring.batch import DEFAULT_PART_SIZE, IMAGE_EXTENSIONS, MANIFEST, list_inputs, read_scores, score_images
 from siam.scoring.inference import PRECISIONS
 
 
@@ -38,7 +43,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no progress (default: a live bar on a terminal, plain lines in a log)")
 
 
+def model_note(checkpoint: str, inputs: list[str]) -> tuple[dict[str, Any], str | None]:
+    """(what the checkpoint was trained on, the note for these inputs or None): a model trained on
+    synthetic scenes gets a note unless every input lies in a ``siam synth`` world."""
+    from siam.checkpoint import read_meta
+    from siam.provenance import synthetic_note, trained_on
+
+    meta = read_meta(checkpoint)
+    record = trained_on(meta)
+    notes = {synthetic_note(meta, folder) for folder in {str(Path(p).parent) for p in inputs}}
+    notes.discard(None)
+    return {k: record[k] for k in ("kind", "summary")}, (notes.pop() if notes else None)
+
+
+def _record_in_manifest(out: str, extra: dict[str, Any]) -> None:
+    """Add ``extra`` to ``OUT/manifest.json`` (atomically; its other keys are kept)."""
+    path = Path(out) / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest.update(extra)
+    tmp = path.with_name(f".{path.name}.note-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def run(args: argparse.Namespace) -> int:
+    provenance, note = model_note(args.checkpoint, list_inputs(args.input))
+    if note is not None:
+        print(f"siam score: WARNING: {note}", file=sys.stderr)
     summary = score_images(
         args.checkpoint, args.input, args.out,
         batch_size=args.batch_size, workers=args.workers, resume=args.resume, maps=args.maps,
@@ -57,4 +88,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  error: {message}")
         if len(errors) > 5:
             print(f"  ... and {len(errors) - 5} more (status='error' rows)")
+    _record_in_manifest(summary.out, {"model_trained_on": provenance, "note": note})
+    if note is not None:
+        print(f"siam score: WARNING (also in {Path(summary.out) / MANIFEST}): {note}", file=sys.stderr)
     return 0

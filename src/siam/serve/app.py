@@ -1,6 +1,8 @@
 """The FastAPI app: a web explorer and REST API for SIAM explanations.
 
-Endpoints (OpenAPI at ``/openapi.json``, docs at ``/docs``):
+Endpoints (OpenAPI at ``/openapi.json``; interactive docs at ``/docs``, whose Swagger UI assets
+come from the ``fastapi-offline`` package under ``/docs-assets/``, so they render without a
+network; no ``/redoc``, whose page fetches its logo from a CDN):
 
 * ``GET /health``;
 * ``GET /v1/model``: attribute names, effective templates E_i (K, m, m) as numbers (paper
@@ -34,6 +36,7 @@ import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -43,6 +46,7 @@ from siam import __version__
 from siam.checkpoint import load_checkpoint
 from siam.explain.explanation import Explanation, model_identity
 from siam.models.siam import SIAM
+from siam.provenance import synthetic_note, trained_on
 from siam.serve.limits import Slots, UploadLimitMiddleware, format_bytes
 from siam.serve.uploads import ALLOWED_LABEL, UploadError, decode_upload, safe_name
 
@@ -59,6 +63,12 @@ OVERLAY_SIDE = 512
 ATTRIBUTE_OVERLAY_SIDE = 256
 
 _T = TypeVar("_T")
+
+# Swagger UI (/docs) loads its script and style from this URL prefix, served from the
+# fastapi-offline package: the docs render without any network. The validator badge would send the
+# schema URL to validator.swagger.io, so it is off; ReDoc is off (it fetches its logo from a CDN).
+DOCS_ASSETS_URL = "/docs-assets"
+_SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 
 # Strict policy for the explorer page: everything from this origin, images also from data: URLs.
 _PAGE_HEADERS = {
@@ -118,6 +128,9 @@ class ExplainOut(BaseModel):
     grid: int
     crop_box: list[float] = Field(description="(x0, y0, x1, y1): the part of the image the model saw")
     top_k: int
+    note: str | None = Field(
+        None, description="a caveat, e.g. that the model was trained on synthetic scenes, not photographs"
+    )
     overlays: dict[str, str] = Field(
         description="PNG overlays as data: URLs: 'total' (sum of contribution maps) and one per "
         "top positive / top negative attribute"
@@ -165,6 +178,8 @@ class ModelOut(BaseModel):
     preprocessing: dict[str, Any]
     model: dict[str, Any]
     limits: dict[str, Any]
+    trained_on: dict[str, Any] = Field(description="what the model was trained on: kind and summary")
+    note: str | None = Field(description="shown with every upload: e.g. a synthetic-trained model on photographs")
 
 
 def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -348,7 +363,10 @@ def create_app(
         "max_concurrency": max_concurrency,
         "formats": ALLOWED_LABEL.split(", "),
     }
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
+        redoc_url=None,
+        swagger_ui_parameters=_SWAGGER_UI_PARAMETERS,
         title="siam explorer",
         version=__version__,
         description="What-where-how explanations of a SIAM model (Marcos, Lobry & Tuia, ICCVW 2019): "
@@ -394,6 +412,8 @@ def create_app(
         "preprocessing": model.preprocessing.to_dict(),
         "model": ident,
         "limits": limits,
+        "trained_on": {k: v for k, v in trained_on(model).items() if k in ("kind", "summary")},
+        "note": synthetic_note(model),  # uploads have no known origin
     }
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])

@@ -72,13 +72,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Architecture (see :func:`siam.build_model`); ``pretrained``: false, "imagenet" or a path."""
+    """Architecture (see :func:`siam.build_model`); ``pretrained``: false, "imagenet" or a path.
+
+    ``presence_denominator``: ``"centre"`` (presence = tanh of the mean over the (m - 2 border)^2
+    centre cells) or ``"grid"`` (sum / m^2, as the authors' code).
+    """
 
     backbone: str = "resnet50"
     pretrained: bool | str = False
     grid: int | None = None
     border: int = 2
     presence: Literal["tanh", "sigmoid"] = "tanh"
+    presence_denominator: Literal["centre", "grid"] = "centre"
     template_init: float = 0.01
     predict_variance: bool = False
 
@@ -108,6 +113,15 @@ class OptimConfig:
     differences between neighbouring cells of the effective templates; it is part of the SoN objective (L_SoN + smoothness x roughness), so in
     the joint stage it is scaled by ``son_weight`` too. ``variance_weight``: weight of the
     vote-variance regression (models with ``predict_variance``).
+
+    The authors' code weights both adaptively; the ``*_mode`` keys offer that (gradients scaled by
+    detached loss ratios, so each term's *value* is a fixed fraction of the main loss):
+
+    * ``son_weight_mode``: ``"fixed"`` (L_SUN + lambda L_SoN, the paper's formula) or
+      ``"adaptive"`` (L_SUN + lambda (L_SUN / L_SoN) L_SoN, the ratio detached; joint stage only).
+    * ``template_l1_mode``: ``"fixed"`` (``template_l1`` x sum of |T|) or ``"adaptive"``
+      (``template_l1`` x (L_ref / mean|T|) x mean|T|, the ratio detached, L_ref = L_SUN in the
+      joint stage, else the SoN objective; the authors use weight 0.001).
     """
 
     lr: float = 1e-3
@@ -116,7 +130,9 @@ class OptimConfig:
     lr_decay_every: int = 10
     lr_decay_gamma: float = 0.1
     son_weight: float = 0.1
+    son_weight_mode: Literal["fixed", "adaptive"] = "fixed"
     template_l1: float = 0.0
+    template_l1_mode: Literal["fixed", "adaptive"] = "fixed"
     template_smoothness: float = 0.0
     variance_weight: float = 0.0
 

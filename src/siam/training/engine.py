@@ -33,7 +33,7 @@ from siam.training.callbacks import AtomicCheckpointIO, EpochLines, LastCheckpoi
 from siam.training.config import TrainConfig
 from siam.training.module import NonFiniteError, SiamModule
 
-__all__ = ["FitResult", "fit", "build_stage_model", "prepare_model", "resume_path", "LAST_CKPT"]
+__all__ = ["FitResult", "fit", "build_stage_model", "prepare_model", "resume_path", "stage_trained_on", "LAST_CKPT"]
 
 LAST_CKPT = "checkpoints/last.ckpt"
 
@@ -61,7 +61,8 @@ def build_stage_model(cfg: TrainConfig, attributes: tuple[str, ...] | None) -> S
     names = cfg.attributes or attributes
     return build_model(
         backbone=m.backbone, attributes=names, pretrained=m.pretrained, grid=m.grid, border=m.border,
-        presence=m.presence, template_init=m.template_init, predict_variance=m.predict_variance,
+        presence=m.presence, presence_denominator=m.presence_denominator, template_init=m.template_init,
+        predict_variance=m.predict_variance,
         preprocessing=pre,
     )
 
@@ -94,6 +95,24 @@ def _init_from(model: SIAM | Baseline, path: str) -> str | None:
         raise CheckpointError(f"init_from {path!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     meta = getattr(src, "meta", {}) or {}
     return meta.get("stage") or (meta.get("train_config") or {}).get("stage")
+
+
+def stage_trained_on(cfg: TrainConfig) -> dict[str, Any]:
+    """What this stage trains on (:func:`siam.provenance.trained_on_record`): the folders of the
+    datasets it uses, after what its ``init_from`` checkpoint was trained on."""
+    from siam.data.datamodule import STAGE_DATASETS
+    from siam.provenance import trained_on, trained_on_record
+
+    d = cfg.data
+    root = Path(d.root) if d.root is not None else None
+    given = {"sun": d.sun, "son": d.son}
+    folders = {}
+    for name in STAGE_DATASETS[cfg.stage]:
+        folder = Path(given[name]) if given[name] is not None else (root / name if root is not None else None)
+        if folder is not None:
+            folders[name] = folder
+    previous = trained_on(read_meta(cfg.init_from)) if cfg.init_from else None
+    return trained_on_record(cfg.stage, folders, previous=previous)
 
 
 def resume_path(out: str | os.PathLike[str], resume: bool | str | None) -> str | None:
@@ -205,8 +224,9 @@ def _fit(
 
         datamodule, attributes, son_train_mean = datamodule_from_config(cfg)
     model = build_stage_model(cfg, attributes) if ckpt_path else prepare_model(cfg, attributes, son_train_mean)
+    provenance = stage_trained_on(cfg)
     module = SiamModule(model, stage=cfg.stage, optim=cfg.optim, train_config=cfg.to_dict(),
-                        channels_last=cfg.trainer.channels_last)
+                        channels_last=cfg.trainer.channels_last, trained_on=provenance)
     trainer = _trainer(cfg, out, [ResumeNotice(ckpt_path), *callbacks])
     with warnings.catch_warnings():
         # Frozen parts (son-head: f) are in eval mode on purpose.
@@ -221,7 +241,7 @@ def _fit(
         if bad:
             raise NonFiniteError(f"refusing to export non-finite weights ({bad[:5]}) to {out / 'model.safetensors'}")
         model_path = save_checkpoint(module.model.cpu(), out / "model.safetensors",
-                                     train_config=cfg.to_dict(), metrics=metrics)
+                                     train_config=cfg.to_dict(), metrics=metrics, trained_on=provenance)
     return FitResult(
         out=out, model_path=model_path, last_checkpoint=out / LAST_CKPT, global_step=trainer.global_step,
         metrics=metrics, wall_time_s=time.perf_counter() - start, model=module.model,

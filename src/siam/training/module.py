@@ -62,7 +62,8 @@ class SiamModule(L.LightningModule):
     """Train ``model`` for ``stage`` with Adam + step decay (:class:`OptimConfig`).
 
     ``train_config`` (the resolved :class:`~siam.training.config.TrainConfig` as a dict) is stored
-    in every checkpoint's ``siam_meta``. ``channels_last`` converts model and inputs.
+    in every checkpoint's ``siam_meta``, as is ``trained_on`` (:mod:`siam.provenance`).
+    ``channels_last`` converts model and inputs.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class SiamModule(L.LightningModule):
         optim: OptimConfig | None = None,
         train_config: dict[str, Any] | None = None,
         channels_last: bool = False,
+        trained_on: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.trained_on = trained_on
         self.model = model
         self.stage = stage
         self.optim = optim or OptimConfig()
@@ -126,6 +129,7 @@ class SiamModule(L.LightningModule):
             terms["sun"] = sun_loss(out.presence, sun.attributes, sun.attributes_mask)
             total = terms["sun"]
         son = batches.get("son")
+        son_total: torch.Tensor | None = None  # the SoN objective: L_SoN (+ smoothness penalty)
         if self.stage in ("son-head", "joint", "baseline") and son is not None and bool(son.score_mask.any()):
             out = self.model(self._prepare(son.image))
             terms["son"] = son_loss(
@@ -137,7 +141,10 @@ class SiamModule(L.LightningModule):
             if o.template_smoothness > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
                 terms["template_roughness"] = self.model.template_roughness()
                 son_total = son_total + o.template_smoothness * terms["template_roughness"]
-            weight = o.son_weight if self.stage == "joint" else 1.0
+            weight: float | torch.Tensor = o.son_weight if self.stage == "joint" else 1.0
+            if self.stage == "joint" and o.son_weight_mode == "adaptive" and "sun" in terms:
+                # The authors' weighting: lambda L_SoN rescaled to lambda L_SUN in value.
+                weight = o.son_weight * _ratio(terms["sun"], son_total)
             total = weight * son_total if total is None else total + weight * son_total
         if total is None:
             raise ValueError(
@@ -145,8 +152,13 @@ class SiamModule(L.LightningModule):
                 "the SUN loss needs SUN rows with labels and the SoN loss SoN rows with scores"
             )
         if o.template_l1 > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
-            terms["template_l1"] = self.model.template_l1()
-            total = total + o.template_l1 * terms["template_l1"]
+            if o.template_l1_mode == "fixed":
+                terms["template_l1"] = self.model.template_l1()
+                total = total + o.template_l1 * terms["template_l1"]
+            else:  # the authors': mean |T| rescaled to the main loss in value
+                terms["template_l1"] = self.model.template_head.templates.abs().mean()
+                main = terms.get("sun", son_total)  # a step has at least one of them (else raised above)
+                total = total + o.template_l1 * _ratio(main, terms["template_l1"]) * terms["template_l1"]
         terms["total"] = total
         return terms
 
@@ -228,8 +240,16 @@ class SiamModule(L.LightningModule):
         bad = [k for k, v in checkpoint.get("state_dict", {}).items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise NonFiniteError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]} (global step {self.global_step})")
-        checkpoint["siam_meta"] = model_meta(self.model, train_config=self.train_config)
+        checkpoint["siam_meta"] = model_meta(self.model, train_config=self.train_config, trained_on=self.trained_on)
         checkpoint["siam_meta"]["stage"] = self.stage
+
+
+RATIO_EPS = 1e-12  # keeps an adaptive weight finite when a loss is exactly 0
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den with both detached: scales a term's gradient without adding one of its own."""
+    return num.detach().float() / den.detach().float().clamp_min(RATIO_EPS)
 
 
 def _as_dict(batch: Any) -> dict[str, Batch]:

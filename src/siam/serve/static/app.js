@@ -55,6 +55,13 @@
     return NEUTRAL.map((n, i) => Math.round(n + (end[i] - n) * a));
   }
 
+  // A caveat about the model (e.g. trained on synthetic scenes, not photographs): always visible.
+  function showNote(note) {
+    const el = $("trained-on-note");
+    el.textContent = note ? `Note: ${note}` : "";
+    el.hidden = !note;
+  }
+
   // --- model and template gallery ---------------------------------------------------------------
   async function loadModel() {
     let resp;
@@ -75,6 +82,7 @@
       `${m.attributes.length} attributes \u00b7 ${m.grid}\u00d7${m.grid} maps \u00b7 ` +
       `input ${m.preprocessing.crop}px \u00b7 siam ${m.version}${ckpt}`;
     $("limit").textContent = m.limits.max_upload;
+    showNote(m.note);
     renderGallery();
   }
 
@@ -128,6 +136,7 @@
     }
     state.file = file;
     state.expl = await resp.json();
+    if (state.expl.note) showNote(state.expl.note);
     state.off = new Set();
     state.scale = {};
     renderResult();
