@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS
-from siam.scoring.batch import DEFAULT_PART_SIZE, IMAGE_EXTENSIONS, read_scores, score_images
+from siam.scoring.batch import IMAGE_EXTENSIONS, ScoreSummary, score_images
+from siam.scoring.inputs import DEFAULT_PART_SIZE, MIN_PART_SIZE, TARGET_PARTS
 from siam.scoring.inference import PRECISIONS
 
 
@@ -16,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"INPUT is a directory (searched recursively for {', '.join(IMAGE_EXTENSIONS)}), one image, "
         "or a text file with one path per line (relative to the file; '#' comments). Images that "
         "cannot be decoded become status=error rows. After an interruption (even kill -9), rerun "
-        "the same command with --resume."
+        "the same command with --resume. Several processes: 'torchrun --nproc-per-node N -m siam.cli "
+        "score ...', 'srun siam score ...', or --devices N; each scores its own parts, and --resume "
+        "may use another number of processes."
     )
     parser.add_argument("input", metavar="INPUT", help="image directory, image file, or text list of paths")
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt)")
@@ -30,30 +33,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                         help="auto: bf16 where native (CUDA bf16, CPU AVX512-BF16/AMX), else fp32")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    parser.add_argument("--part-size", type=int, default=DEFAULT_PART_SIZE,
-                        help=f"rows per Parquet part file (default {DEFAULT_PART_SIZE}); fixed for a run")
+    parser.add_argument("--part-size", type=int, default=None,
+                        help=f"rows per Parquet part file, the unit of work and of resuming (default: about "
+                        f"{TARGET_PARTS} parts, {MIN_PART_SIZE} to {DEFAULT_PART_SIZE} rows each); fixed for a run")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="start this many local processes (one per GPU, or CPU slots); not under torchrun/srun")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
                         help=f"reject larger images as errors (default {DEFAULT_MAX_MEGAPIXELS:g})")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.devices != 1:
+        from siam.scoring.distributed import launch_local
+
+        local = argparse.Namespace(**{**vars(args), "devices": 1})
+        code = launch_local(args.devices, run, local)
+        if code == 0:
+            from siam.scoring.batch import read_manifest
+
+            manifest = read_manifest(args.out)
+            print(f"siam score: {args.devices} processes done; {len(manifest['parts'])} of {manifest['num_parts']} "
+                  f"parts in {args.out}" + (" (complete)" if manifest["complete"] else ""))
+        return code
     summary = score_images(
         args.checkpoint, args.input, args.out,
         batch_size=args.batch_size, workers=args.workers, resume=args.resume, maps=args.maps,
         precision=args.precision, device=args.device, part_size=args.part_size,
         max_megapixels=args.max_megapixels, progress=False if args.no_progress else None,
     )
-    print(
-        f"scored {summary.num_inputs} inputs into {summary.out}: {summary.ok} ok, {summary.errors} "
-        f"errors, {summary.parts} part(s) ({summary.parts_written} written now), precision "
-        f"{summary.precision}, {summary.seconds:.1f} s"
-    )
-    if summary.errors:
-        table = read_scores(summary.out)
-        errors = [e for e in table.column("error").to_pylist() if e is not None]
-        for message in errors[:5]:
-            print(f"  error: {message}")
-        if len(errors) > 5:
-            print(f"  ... and {len(errors) - 5} more (status='error' rows)")
+    report(summary)
     return 0
+
+
+def report(summary: ScoreSummary) -> None:
+    """Print what this process did and, once the job is complete, the whole job's counts."""
+    who = "" if summary.world_size == 1 else f"rank {summary.rank} of {summary.world_size}: "
+    print(
+        f"{who}scored {summary.ok + summary.errors} inputs into {summary.out}: {summary.ok} ok, {summary.errors} "
+        f"errors, {summary.parts_written} part(s) written now, precision {summary.precision}, "
+        f"{summary.seconds:.1f} s"
+    )
+    for message in summary.error_examples:
+        print(f"  error: {message}")
+    if summary.errors > len(summary.error_examples):
+        print(f"  ... and {summary.errors - len(summary.error_examples)} more (status='error' rows)")
+    if summary.complete:
+        print(f"{who}job complete: {summary.num_inputs} inputs, {summary.job_ok} ok, {summary.job_errors} errors, "
+              f"{summary.parts} part(s); read with pyarrow.dataset.dataset({str(summary.out)!r})")
+    else:
+        print(f"{who}job: {summary.parts_done} of {summary.parts} parts done (other ranks still running, or "
+              "finish with --resume)")
