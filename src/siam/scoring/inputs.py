@@ -13,8 +13,8 @@ Their names start with ``_`` so that ``pyarrow.dataset.dataset(OUT)`` skips them
 Memory: the list is written while it is read; the only whole-list array is one 64-bit hash per line
 (8 bytes a line) used to find repeated paths, after which exact duplicates are confirmed by comparing
 the paths themselves (a hash collision never drops a path); the hashes are spooled to a temporary
-file while streaming, so they are in memory once. Readers memory-map the offsets, so a
-rank touches only the pages of the lines it reads. This module does not import torch.
+file while streaming, so they are in memory once. Readers read the offsets and lines they
+need with positioned reads (nothing memory-mapped). This module does not import torch.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ TARGET_PARTS = 256  # ... and otherwise about this many per job, so that many ra
 _BATCH = 1 << 14  # paths handled together while streaming
 _READ_HINT = 1 << 20  # bytes of a text list read at a time
 _IO_BUFFER = 1 << 20
+_OFFSET_BYTES = 8
 _ENCODING = ("utf-8", "surrogateescape")  # file names that are not UTF-8 survive the round trip
 
 
@@ -289,8 +290,9 @@ def _drop_repeats(txt_tmp: Path, idx_tmp: Path, repeated: set[int]) -> int:
 # --- reading the written list ---------------------------------------------------------------------
 
 class InputList:
-    """Random access to ``OUT/_inputs.txt`` through ``OUT/_inputs.idx`` (memory-mapped, opened
-    lazily: picklable into DataLoader workers, each of which opens its own handles)."""
+    """Random access to ``OUT/_inputs.txt`` through ``OUT/_inputs.idx`` with positioned reads
+    (no memory map: reading a shard keeps no pages of the list resident). Files are opened lazily,
+    so the object pickles into DataLoader workers, each of which opens its own handles."""
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.txt, self.idx = Path(out) / INPUTS_TXT, Path(out) / INPUTS_IDX
@@ -298,55 +300,56 @@ class InputList:
             if not f.is_file():
                 raise ScoringError(f"{str(Path(out))!r}: the input list {f.name} is missing; start a new --out folder")
         size = self.idx.stat().st_size
-        if size % 8 or size < 16:
+        if size % _OFFSET_BYTES or size < 2 * _OFFSET_BYTES:
             raise ScoringError(f"{self.idx}: not an offsets index ({size} bytes, expected 8 * (n + 1) with n >= 1)")
-        self.n = size // 8 - 1
-        self._offsets: np.ndarray | None = None
-        self._fd: int | None = None
-        if int(self.offsets[-1]) != self.txt.stat().st_size:
+        self.n = size // _OFFSET_BYTES - 1
+        self._fds: tuple[int, int] | None = None
+        end = int(self._offsets(self.n, self.n + 1)[0])
+        if end != self.txt.stat().st_size:
             raise ScoringError(
-                f"{self.txt}: {self.txt.stat().st_size} bytes, but {self.idx.name} ends at {int(self.offsets[-1])}; "
+                f"{self.txt}: {self.txt.stat().st_size} bytes, but {self.idx.name} ends at {end}; "
                 "the input list is damaged: start a new --out folder"
             )
 
     def __len__(self) -> int:
         return self.n
 
-    @property
-    def offsets(self) -> np.ndarray:
-        if self._offsets is None:
-            self._offsets = np.memmap(self.idx, dtype="<u8", mode="r")
-        return self._offsets
-
-    def _read(self, start: int, stop: int) -> bytes:
-        if self._fd is None:
-            self._fd = os.open(self.txt, os.O_RDONLY)
-        a, b = int(self.offsets[start]), int(self.offsets[stop])
+    def _pread(self, which: int, size: int, at: int) -> bytes:
+        if self._fds is None:
+            self._fds = (os.open(self.txt, os.O_RDONLY), os.open(self.idx, os.O_RDONLY))
         chunks = []
-        while a < b:
-            chunk = os.pread(self._fd, b - a, a)
+        while size > 0:
+            chunk = os.pread(self._fds[which], size, at)
             if not chunk:
-                raise ScoringError(f"{self.txt}: ends before byte {b}; the input list is damaged")
+                raise ScoringError(f"{(self.txt, self.idx)[which]}: ends before byte {at + size}; the list is damaged")
             chunks.append(chunk)
-            a += len(chunk)
+            at += len(chunk)
+            size -= len(chunk)
         return b"".join(chunks)
+
+    def _offsets(self, start: int, stop: int) -> np.ndarray:
+        """Offsets ``start .. stop - 1`` (uint64)."""
+        raw = self._pread(1, (stop - start) * _OFFSET_BYTES, start * _OFFSET_BYTES)
+        return np.frombuffer(raw, dtype="<u8")
+
+    def paths(self, start: int, stop: int) -> list[str]:
+        """Inputs ``start .. stop - 1`` (0-based)."""
+        if stop <= start:
+            return []
+        a, b = int(self._offsets(start, start + 1)[0]), int(self._offsets(stop, stop + 1)[0])
+        return self._pread(0, b - a, a)[:-1].decode(*_ENCODING).split("\n")
 
     def path(self, i: int) -> str:
         """Input ``i`` (0-based)."""
-        return self._read(i, i + 1)[:-1].decode(*_ENCODING)
-
-    def paths(self, start: int, stop: int) -> list[str]:
-        """Inputs ``start .. stop - 1``."""
-        if stop <= start:
-            return []
-        return self._read(start, stop)[:-1].decode(*_ENCODING).split("\n")
+        a, b = self._offsets(i, i + 2)
+        return self._pread(0, int(b - a), int(a))[:-1].decode(*_ENCODING)
 
     def __getstate__(self) -> dict:
-        return {"txt": self.txt, "idx": self.idx, "n": self.n, "_offsets": None, "_fd": None}
+        return {"txt": self.txt, "idx": self.idx, "n": self.n, "_fds": None}
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        for fd in getattr(self, "_fds", None) or ():
+            os.close(fd)
 
 
 # --- parts and shards ------------------------------------------------------------------------------
