@@ -239,8 +239,7 @@ CORRUPT = (5, 77, 301, 599)
 def big_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
     base = tmp_path_factory.mktemp("e2e")
     paths = _tiny_images(base / "imgs", N_IMAGES, corrupt=CORRUPT)
-    # 96-pixel crops: slow enough (about 4 ms an image here) to be killed while running
-    ckpt = siam.save_checkpoint(make_tiny_siam(crop=96), base / "c.safetensors")
+    ckpt = siam.save_checkpoint(make_tiny_siam(crop=48), base / "c.safetensors")
     return base / "imgs", ckpt, paths
 
 

@@ -50,6 +50,7 @@ from siam.scoring.inputs import (
     list_inputs,
     part_rows,
     rank_parts,
+    temporary_name,
     write_input_list,
 )
 from siam.scoring.inference import prepare_for_inference, resolve_device, resolve_precision
@@ -138,7 +139,7 @@ class _Part:
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary name unique to this process, then rename (atomic). If another
     rank committed the same file meanwhile and a cleanup removed our temporary file, theirs stands."""
-    tmp = path.with_name(f".{path.name}.{os.uname().nodename}-{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     write(tmp)
     try:
         with open(tmp, "rb") as fh:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "list_inputs",
     "part_rows",
     "rank_parts",
+    "temporary_name",
     "write_input_list",
 ]
 
@@ -202,9 +204,10 @@ def fingerprint_inputs(source: str | os.PathLike[str]) -> tuple[int, str]:
 
 # --- writing the list ------------------------------------------------------------------------------
 
-def _tmp_name(final: Path) -> Path:
-    """A temporary name unique to this process (two ranks never share one)."""
-    return final.with_name(f".{final.name}.{os.uname().nodename}-{os.getpid()}.tmp")
+def temporary_name(final: Path) -> Path:
+    """``.NAME.HOST-PID.tmp`` next to ``final``: unique to this process (two ranks never share one),
+    and hidden from ``pyarrow.dataset`` by its leading dot."""
+    return final.with_name(f".{final.name}.{platform.node()}-{os.getpid()}.tmp")
 
 
 def _offsets(lines: list[bytes], start: int) -> tuple[bytes, int]:
@@ -220,8 +223,8 @@ def write_input_list(source: str | os.PathLike[str], out: str | os.PathLike[str]
     repeated paths kept once (first occurrence); both files appear atomically (rename)."""
     out = Path(out)
     txt, idx = out / INPUTS_TXT, out / INPUTS_IDX
-    txt_tmp, idx_tmp = _tmp_name(txt), _tmp_name(idx)
-    hashes_tmp = _tmp_name(out / "_inputs.hashes")
+    txt_tmp, idx_tmp = temporary_name(txt), temporary_name(idx)
+    hashes_tmp = temporary_name(out / "_inputs.hashes")
     sha = hashlib.sha256()
     pos = 0
     with open(txt_tmp, "wb", buffering=_IO_BUFFER) as ft, open(idx_tmp, "wb", buffering=_IO_BUFFER) as fi, \
