@@ -185,6 +185,10 @@ def test_ranks_wait_for_rank_0_and_refuse_a_different_job(small_job, tmp_path: P
         _run(other, src, tmp_path / "out", RankInfo(1, 2))
     with pytest.raises(batch.ScoringError, match="--part-size differs"):
         score_images(ckpt, src, tmp_path / "out", rank=RankInfo(1, 2), workers=0, part_size=5, progress=False)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text('{"format": "siam-scores", "version": 1}')
+    with pytest.raises(batch.ScoringError, match="written by an older siam"):
+        read_scores(tmp_path / "old")
     fewer = tmp_path / "fewer.txt"
     fewer.write_text("\n".join(sorted(str(p) for p in src.rglob("*.jpg"))[:-1]) + "\n")
     with pytest.raises(batch.ScoringError, match="the inputs changed since the run started"):

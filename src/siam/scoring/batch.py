@@ -69,6 +69,7 @@ __all__ = [
 
 MANIFEST = "_manifest.json"
 MAPS_DIR = "_maps"
+_MANIFEST_V1 = "manifest.json"  # layout 1 (one process, one manifest rewritten per part)
 FORMAT = "siam-scores"
 VERSION = 2
 _PART_RE = re.compile(r"part-(\d+)\.parquet")
@@ -204,6 +205,11 @@ def _committed(out: Path, num_parts: int) -> dict[int, str]:
 def _load_manifest(out: Path) -> dict[str, Any]:
     path = out / MANIFEST
     if not path.is_file():
+        if (out / _MANIFEST_V1).is_file():
+            raise ScoringError(
+                f"{str(out)!r} was written by an older siam (layout 1, {_MANIFEST_V1}); read its part-*.parquet "
+                "files with pyarrow, or score again into a new --out folder"
+            )
         raise ScoringError(f"{str(out)!r} is not a siam score folder: {MANIFEST} not found")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
