@@ -247,15 +247,42 @@ def big_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     return base / "imgs", ckpt, paths
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun starts each rank in a session of its own,
+    so killing torchrun's process group would leave the ranks running."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _kill_when_a_part_lands(proc: subprocess.Popen, out: Path) -> int:
+    """kill -9 the launcher and every process below it once a part is committed; the parts done."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if any(out.glob("part-*.parquet")):
             break
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank (and their workers)
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.communicate(timeout=60)
-    return len(read_manifest(out)["parts"])
+    done = len(read_manifest(out)["parts"])
+    time.sleep(0.5)
+    assert len(read_manifest(out)["parts"]) == done, "a rank outlived the kill"
+    return done
 
 
 def _index(path: str) -> int:
