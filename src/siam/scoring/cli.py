@@ -26,13 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (new or empty, or the one to resume)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader decoding processes (default: CPU count - 1, at most 8; 0 = in process)")
+                        help="DataLoader decoding processes per process (default: CPU count / processes on this "
+                        "node - 1, at most 8; 0 = in process)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
     parser.add_argument("--maps", choices=["none", "npz"], default="none",
                         help="also save the attribute maps (B, K, m, m) per part as NPZ (SIAM only)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                         help="auto: bf16 where native (CUDA bf16, CPU AVX512-BF16/AMX), else fp32")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available; cuda:LOCAL_RANK with several processes), cpu, cuda, cuda:N")
     parser.add_argument("--part-size", type=int, default=None,
                         help=f"rows per Parquet part file, the unit of work and of resuming (default: about "
                         f"{TARGET_PARTS} parts, {MIN_PART_SIZE} to {DEFAULT_PART_SIZE} rows each); fixed for a run")
