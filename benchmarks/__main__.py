@@ -1,6 +1,6 @@
 """Run the benchmarks and print their ratios: ``python -m benchmarks [NAME ...] [--quick]``.
 
-Names: data, explain, inference, scoring, training (default: all, in that order). Results are
+Names: data, explain, inference, scoring, training, distributed (default: all, in that order). Results are
 also written as JSON (``--json``, default ``benchmarks/latest.json``) with the environment.
 """
 
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "inference": "benchmarks.bench_inference",
     "scoring": "benchmarks.bench_scoring",
     "training": "benchmarks.bench_training",
+    "distributed": "benchmarks.bench_distributed",
 }
 HEADER = "| bench | figure | value | goal | met | note |\n| --- | --- | --- | --- | --- | --- |"
 

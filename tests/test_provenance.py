@@ -166,7 +166,7 @@ def test_siam_score_warns_and_records_the_note(worlds: dict[str, Path], tmp_path
                  "--workers", "0", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert err.count("siam score: WARNING") == 2 and "synthetic planted scenes" in err
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["model_trained_on"]["kind"] == "synthetic" and manifest["note"].startswith("Trained on synthetic")
     assert manifest["complete"] is True
     # Scoring the planted scenes themselves needs no warning.
@@ -174,4 +174,4 @@ def test_siam_score_warns_and_records_the_note(worlds: dict[str, Path], tmp_path
     assert main(["score", str(worlds["world_image"].parent), "--checkpoint", str(worlds["synth"]), "--out", str(out),
                  "--workers", "0", "--no-progress"]) == 0
     assert "WARNING" not in capsys.readouterr().err
-    assert json.loads((out / "manifest.json").read_text())["note"] is None
+    assert json.loads((out / "_manifest.json").read_text())["note"] is None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,7 +19,7 @@ import siam
 from siam.cli import main
 from siam.data.images import load_image
 from siam.data.transforms import eval_transform
-from siam.scoring import list_inputs, read_scores
+from siam.scoring import list_inputs, read_manifest, read_scores
 from tests.scoring.conftest import ATTRIBUTES, BAD_FILES, make_tiny_siam
 
 EXTS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -36,7 +37,7 @@ def _expected_files(root: Path) -> list[str]:
 
 
 def _parts(out: Path) -> list[Path]:
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     return [out / manifest["parts"][k]["file"] for k in sorted(manifest["parts"], key=int)]
 
 
@@ -54,7 +55,7 @@ def test_directory_gives_one_row_per_input_matching_the_model(siam_ckpt: Path, i
     bad = {str(image_dir / b) for b in BAD_FILES}
     model = siam.load_checkpoint(siam_ckpt).requires_grad_(False)
     transform = eval_transform(model.preprocessing)
-    maps = {p: m for f in sorted(out.glob("maps-*.npz")) for p, m in zip(np.load(f)["path"], np.load(f)["maps"])}
+    maps = {p: m for f in sorted(out.glob("_maps/maps-*.npz")) for p, m in zip(np.load(f)["path"], np.load(f)["maps"])}
     for r, path in enumerate(rows["path"]):
         if path in bad:
             assert rows["status"][r] == "error" and rows["score"][r] is None
@@ -72,10 +73,12 @@ def test_directory_gives_one_row_per_input_matching_the_model(siam_ckpt: Path, i
         np.testing.assert_allclose(maps[path], ref.maps[0].numpy(), atol=1e-5)
     empty = rows["path"].index(str(image_dir / "sub/empty.jpg"))
     assert rows["error"][empty] == f"{image_dir / 'sub/empty.jpg'}: empty file (0 bytes)"
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())  # rewritten with the listing when complete
     assert manifest["complete"] and manifest["attributes"] == ATTRIBUTES
     assert sum(p["rows"] for p in manifest["parts"].values()) == len(rows["path"])
-    assert sum(p["error"] for p in manifest["parts"].values()) == len(BAD_FILES)
+    assert manifest["error"] == len(BAD_FILES) and manifest["ok"] == len(rows["path"]) - len(BAD_FILES)
+    # The one-line read: the manifest, input list and maps folder are skipped by their '_' prefix.
+    assert ds.dataset(out).to_table().to_pydict() == rows
 
 
 def test_list_file_is_relative_to_itself_skips_comments_and_duplicates(siam_ckpt: Path, image_dir: Path,
@@ -125,19 +128,19 @@ def test_refusals_are_one_line_errors(siam_ckpt: Path, baseline_ckpt: Path, imag
     assert "is not empty" in capsys.readouterr().err
 
 
-def test_resume_recovers_a_part_renamed_but_not_recorded(siam_ckpt: Path, image_dir: Path, tmp_path: Path) -> None:
+def test_resume_rewrites_a_part_killed_before_its_rename(siam_ckpt: Path, image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [str(image_dir), "--checkpoint", str(siam_ckpt), "--out", str(out), "--workers", "0", "--part-size", "5"]
     assert _score(*args) == 0
     before = read_scores(out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    last = max(manifest["parts"], key=int)
-    del manifest["parts"][last]  # killed after the rename, before the manifest update ...
-    manifest["complete"] = False
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    (out / ".part-00000.parquet.tmp").write_bytes(b"half-written")  # ... and while writing another part
+    parts = sorted(out.glob("part-*.parquet"))
+    last_rows = pq.read_metadata(parts[-1]).num_rows
+    parts[-1].unlink()  # killed before the rename: the part is not committed ...
+    (out / ".part-00000.parquet.host-1.tmp").write_bytes(b"half-written")  # ... and while writing another
     with pytest.raises(Exception, match="unfinished"):
         read_scores(out)
+    assert not read_manifest(out)["complete"] and len(read_manifest(out)["parts"]) == len(parts) - 1
+    assert ds.dataset(out).count_rows() == before.num_rows - last_rows  # the temporary file is skipped
     assert _score(*args, "--resume") == 0
     after, want = read_scores(out).to_pydict(), before.to_pydict()
     for column in ("path", "status", "error"):
@@ -165,21 +168,15 @@ def test_kill_9_mid_run_then_resume_has_no_duplicate_and_no_missing_row(image_di
     cmd = [sys.executable, "-m", "siam.cli", "score", str(listing), "--checkpoint", str(ckpt), "--out", str(out),
            "--batch-size", "2", "--part-size", "4", "--workers", "1", "--no-progress", "--precision", "fp32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    manifest_path = out / "manifest.json"
     deadline = time.monotonic() + 120
-    done_parts = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            done_parts = len(json.loads(manifest_path.read_text())["parts"])
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            done_parts = 0
-        if done_parts >= 1:
+        if any(out.glob("part-*.parquet")):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err.decode()[-500:]}"
-    killed = json.loads(manifest_path.read_text())
+    killed = read_manifest(out)
     assert 1 <= len(killed["parts"]) < killed["num_parts"] and not killed["complete"]
     assert main(["score", str(listing), "--checkpoint", str(ckpt), "--out", str(out), "--resume", "--batch-size", "4",
                  "--part-size", "4", "--workers", "0", "--no-progress", "--precision", "fp32"]) == 0
@@ -211,8 +208,8 @@ def test_a_run_killed_before_its_first_manifest_can_start_again(siam_ckpt: Path,
                                                                 tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "inputs.json").write_text("[]")
-    (out / ".manifest.json.tmp").write_text("{")
+    (out / "_inputs.txt").write_text("half a list")
+    (out / "._manifest.json.host-7.tmp").write_text("{")
     assert _score(str(image_dir), "--checkpoint", str(siam_ckpt), "--out", str(out), "--workers", "0") == 0
     assert read_scores(out).num_rows == len(_expected_files(image_dir))
     assert not list(out.glob(".*.tmp"))

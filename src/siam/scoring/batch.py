@@ -1,40 +1,65 @@
-"""Batch scoring of many images into resumable Parquet part files.
+"""Batch scoring of many images into resumable Parquet part files, by one or many processes.
 
-Layout of an output folder ``OUT/``::
+Layout of an output folder ``OUT/`` (names starting with ``_`` or ``.`` are skipped by
+``pyarrow.dataset.dataset(OUT)``, which therefore reads exactly the finished parts)::
 
-    OUT/manifest.json        what was asked (checkpoint, inputs, columns) and which parts are done
-    OUT/inputs.json          the ordered list of input paths (part i holds rows i*P .. i*P+P-1)
+    OUT/_manifest.json       the job: checkpoint (and its SHA-256), columns, number of inputs, part size
+    OUT/_inputs.txt          the ordered input paths, one per line (part p holds rows p*P .. p*P+P-1)
+    OUT/_inputs.idx          byte offsets of those lines (see :mod:`siam.scoring.inputs`)
     OUT/part-00000.parquet   one row per input: path, status, error, score, presence_<a>, ...
-    OUT/maps-00000.npz       optional (``maps="npz"``): attribute maps of the same rows
+    OUT/_maps/maps-00000.npz optional (``maps="npz"``): attribute maps of the same rows
 
-Every file is written under a temporary name and renamed when complete; a part counts as done
-only once the manifest (also replaced atomically) lists it. After ``kill -9``, ``resume=True``
-rewrites the unfinished parts only, so the finished job has exactly one row per input.
+The job is made once, by rank 0 (:func:`siam.scoring.inputs.write_input_list` streams the input list
+into ``_inputs.*``; ``_manifest.json`` is written last), and the other ranks wait for it. Part ``p``
+belongs to rank ``p % world_size`` (:func:`~siam.scoring.inputs.rank_parts`). A part is committed by
+one atomic rename of its Parquet file (maps first): the set of ``part-*.parquet`` files *is* the
+list of finished parts, so no rank can damage another's entries, and :func:`read_manifest` merges
+that listing into the manifest on read. After ``kill -9`` of any or all ranks, ``resume=True`` with
+any number of processes rewrites the missing parts only, so the finished job has exactly one row
+per input. The rank that finds every part done rewrites ``_manifest.json`` with the full listing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
+import re
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS, load_image
-from siam.errors import ImageDecodeError, SiamError
+from siam.errors import ImageDecodeError
+from siam.scoring.distributed import RankInfo, rank_from_env
+from siam.scoring.inputs import (
+    DEFAULT_PART_SIZE,
+    IMAGE_EXTENSIONS,
+    INPUTS_IDX,
+    INPUTS_TXT,
+    InputList,
+    ScoringError,
+    default_part_size,
+    fingerprint_inputs,
+    list_inputs,
+    part_rows,
+    rank_parts,
+    temporary_name,
+    write_input_list,
+)
 from siam.scoring.inference import prepare_for_inference, resolve_device, resolve_precision
 
 __all__ = [
+    "DEFAULT_PART_SIZE",
     "IMAGE_EXTENSIONS",
     "ScoreSummary",
+    "ScoringError",
     "list_inputs",
     "score_images",
     "read_manifest",
@@ -42,21 +67,24 @@ __all__ = [
     "score_columns",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
-MANIFEST = "manifest.json"
-INPUTS = "inputs.json"
+MANIFEST = "_manifest.json"
+MAPS_DIR = "_maps"
+_MANIFEST_V1 = "manifest.json"  # layout 1 (one process, one manifest rewritten per part)
 FORMAT = "siam-scores"
-VERSION = 1
-DEFAULT_PART_SIZE = 4096
-
-
-class ScoringError(SiamError, ValueError):
-    """A scoring job cannot start or resume (bad input list, output folder, or manifest)."""
+VERSION = 2
+_PART_RE = re.compile(r"part-(\d+)\.parquet")
+_WAIT_FOR_JOB_S = 3600.0  # how long ranks > 0 wait for rank 0 to write the job
+_WAIT_NOTE_S = 10.0  # ... saying so after this long
+_POLL_S = 0.2
+_ERROR_EXAMPLES = 5  # error messages a summary keeps
 
 
 @dataclass(frozen=True)
 class ScoreSummary:
-    """What a (possibly resumed) scoring run produced."""
+    """What one process of a (possibly resumed, possibly multi-process) scoring run produced.
+
+    ``ok``/``errors``/``parts_written`` count what this process wrote; ``parts_done`` the job's
+    finished parts when it ended; ``job_ok``/``job_errors`` the whole job's rows once complete."""
 
     out: Path
     num_inputs: int
@@ -64,62 +92,16 @@ class ScoreSummary:
     errors: int
     parts: int
     parts_written: int
+    parts_done: int
+    complete: bool
     seconds: float
     setup_seconds: float
     precision: str
-
-
-# --- inputs --------------------------------------------------------------------------------------
-
-def list_inputs(source: str | os.PathLike[str]) -> list[str]:
-    """The image paths to score, in a stable order.
-
-    * a directory: every file below it (recursively) whose extension is one of
-      :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by relative path;
-    * a single image file (by extension): just that file;
-    * any other file: a UTF-8 text list, one path per line; blank lines and lines starting with
-      ``#`` are skipped, relative paths are relative to the list file's folder, and repeated
-      paths are kept once (first occurrence).
-    """
-    p = Path(source)
-    if p.is_dir():
-        found = sorted(
-            (f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
-            key=lambda f: f.relative_to(p).as_posix(),
-        )
-        if not found:
-            raise ScoringError(
-                f"no images found under {str(p)!r}; looked recursively for files ending in "
-                f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive)"
-            )
-        return [str(f) for f in found]
-    if p.is_file():
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
-            return [str(p)]
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScoringError(
-                f"{str(p)!r} is neither a directory, an image ({', '.join(IMAGE_EXTENSIONS)}) nor a "
-                f"UTF-8 text file listing image paths ({exc.reason} at byte {exc.start})"
-            ) from None
-        paths: list[str] = []
-        seen: set[str] = set()
-        for line in text.splitlines():
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            full = entry if os.path.isabs(entry) else str(p.parent / entry)
-            if full not in seen:
-                seen.add(full)
-                paths.append(full)
-        if not paths:
-            raise ScoringError(f"the input list {str(p)!r} names no image paths (only blank/# lines)")
-        return paths
-    raise ScoringError(
-        f"input not found: {str(p)!r}; expected a directory of images, an image file, or a text "
-        "file listing image paths"
-    )
+    rank: int = 0
+    world_size: int = 1
+    job_ok: int | None = None
+    job_errors: int | None = None
+    error_examples: tuple[str, ...] = ()
 
 
 # --- output columns ------------------------------------------------------------------------------
@@ -156,11 +138,17 @@ class _Part:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write through a temporary name unique to this process, then rename (atomic). If another
+    rank committed the same file meanwhile and a cleanup removed our temporary file, theirs stands."""
+    tmp = temporary_name(path)
     write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        if not path.exists():
+            raise
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -189,6 +177,8 @@ def _part_table(part: _Part, columns: list[str], attributes: Sequence[str]):
 # --- manifest ------------------------------------------------------------------------------------
 
 def _sha256_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -196,17 +186,55 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a scoring folder (raises :class:`ScoringError` if absent or malformed)."""
-    path = Path(out) / MANIFEST
+def part_name(part: int, num_parts: int) -> str:
+    """``part-00042.parquet``: zero-padded to sort in input order (5 digits, more if needed)."""
+    return f"part-{part:0{max(5, len(str(num_parts - 1)))}d}.parquet"
+
+
+def _committed(out: Path, num_parts: int) -> dict[int, str]:
+    """Finished parts (their Parquet file exists under its final name): part index -> file name."""
+    found: dict[int, str] = {}
+    with os.scandir(out) as it:
+        for e in it:
+            m = _PART_RE.fullmatch(e.name)
+            if m and int(m.group(1)) < num_parts and e.name == part_name(int(m.group(1)), num_parts):
+                found[int(m.group(1))] = e.name
+    return found
+
+
+def _load_manifest(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST
     if not path.is_file():
-        raise ScoringError(f"{str(Path(out))!r} is not a siam score folder: {MANIFEST} not found")
+        if (out / _MANIFEST_V1).is_file():
+            raise ScoringError(
+                f"{str(out)!r} was written by an older siam (layout 1, {_MANIFEST_V1}); read its part-*.parquet "
+                "files with pyarrow, or score again into a new --out folder"
+            )
+        raise ScoringError(f"{str(out)!r} is not a siam score folder: {MANIFEST} not found")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ScoringError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ScoringError(f"{path}: format is not {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise ScoringError(f"{path}: layout version {manifest.get('version')!r}; this siam reads version {VERSION}")
+    return manifest
+
+
+def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """The job of a scoring folder with its finished parts merged in from the folder listing:
+    ``parts`` = ``{"<p>": {"file", "start", "rows"}}`` and ``complete`` (raises
+    :class:`ScoringError` if absent or malformed)."""
+    out = Path(out)
+    manifest = _load_manifest(out)
+    n, size, num_parts = manifest["num_inputs"], manifest["part_size"], manifest["num_parts"]
+    committed = _committed(out, num_parts)
+    manifest["parts"] = {
+        str(p): {"file": name, "start": p * size, "rows": len(part_rows(p, size, n))}
+        for p, name in sorted(committed.items())
+    }
+    manifest["complete"] = len(committed) == num_parts
     return manifest
 
 
@@ -214,14 +242,14 @@ def read_scores(out: str | os.PathLike[str], *, require_complete: bool = True):
     """All finished rows of a scoring folder as one ``pyarrow.Table`` (parts in input order).
 
     With ``require_complete`` (default) an unfinished job raises :class:`ScoringError` saying how
-    many parts are missing and how to finish it.
-    """
+    many parts are missing and how to finish it. (``pyarrow.dataset.dataset(out)`` reads the same
+    rows lazily.)"""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     manifest = read_manifest(out)
     parts = manifest["parts"]
-    if require_complete and not manifest.get("complete"):
+    if require_complete and not manifest["complete"]:
         raise ScoringError(
             f"{str(Path(out))!r}: scoring is unfinished ({len(parts)} of {manifest['num_parts']} parts "
             "done); finish it with 'siam score ... --resume'"
@@ -233,21 +261,39 @@ def read_scores(out: str | os.PathLike[str], *, require_complete: bool = True):
     return pa.concat_tables(tables)
 
 
+def _status_counts(out: Path, files: Sequence[str]) -> tuple[int, int]:
+    """(ok, error) rows over ``files`` (reads the status column only)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ok = err = 0
+    for f in files:
+        status = pq.read_table(out / f, columns=["status"]).column("status")
+        ok += int(pc.sum(pc.equal(status, "ok")).as_py() or 0)
+        err += int(pc.sum(pc.equal(status, "error")).as_py() or 0)
+    return ok, err
+
+
 # --- data loading --------------------------------------------------------------------------------
 
 class _ImageDataset(torch.utils.data.Dataset):
-    """Decodes ``paths[indices[i]]`` in a worker; bad files become ``(index, None, message)``."""
+    """Item ``i`` is row ``i % P`` of part ``parts[i // P]`` (``parts`` ascending, so only the
+    last may be the job's short final part); decoded in a worker, a bad file becomes
+    ``(index, None, message)``. Paths are read from the stored list, one line per item."""
 
-    def __init__(self, paths: Sequence[str], indices: Sequence[int], transform: Callable, max_megapixels: float):
-        self.paths, self.indices = paths, list(indices)
+    def __init__(self, inputs: InputList, parts: Sequence[int], part_size: int, transform: Callable,
+                 max_megapixels: float):
+        self.inputs, self.parts, self.part_size = inputs, np.asarray(parts, dtype=np.int64), part_size
+        self.length = sum(len(part_rows(p, part_size, len(inputs))) for p in parts)
         self.transform, self.max_megapixels = transform, max_megapixels
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.length
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        idx = self.indices[i]
-        path = self.paths[idx]
+        k, row = divmod(i, self.part_size)
+        idx = int(self.parts[k]) * self.part_size + row
+        path = self.inputs.path(idx)
         try:
             image = self.transform(load_image(path, max_megapixels=self.max_megapixels))
         except ImageDecodeError as exc:
@@ -270,55 +316,100 @@ def _worker_init(_: int) -> None:
 
 # --- the job -------------------------------------------------------------------------------------
 
-def _remove_stale(out: Path) -> None:
-    """Delete temporary files left by a killed run (they are never listed in the manifest)."""
-    for stale in out.glob(".*.tmp"):
-        stale.unlink()
+_COMPATIBLE = {"checkpoint_sha256": "the checkpoint file", "columns": "the output columns", "maps": "--maps",
+               "part_size": "--part-size"}
 
 
-def _prepare_out(out: Path, *, resume: bool, fresh: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
-    """Create or validate the output folder; return the manifest to continue from."""
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
+def _check_compatible(out: Path, manifest: dict[str, Any], fresh: dict[str, Any]) -> None:
+    for key, what in _COMPATIBLE.items():
+        if fresh.get(key) is not None and manifest.get(key) != fresh[key]:
+            raise ScoringError(
+                f"cannot resume {str(out)!r}: {what} differs from the interrupted run "
+                f"(run: {manifest.get(key)!r}, now: {fresh[key]!r}); resume with the same "
+                "arguments or choose a new --out folder"
+            )
+
+
+def _allowed_leftover(name: str) -> bool:
+    """What a run killed before writing its manifest can leave: the input list and temporary files."""
+    return name in (INPUTS_TXT, INPUTS_IDX) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _create_or_resume(out: Path, source: str | os.PathLike[str], *, resume: bool, fresh: dict[str, Any],
+                      ) -> dict[str, Any]:
+    """Rank 0: create the job (input list, then manifest), or check the one to resume."""
+    if (out / MANIFEST).exists():
         if not resume:
             raise ScoringError(
                 f"{str(out)!r} already holds a scoring run ({MANIFEST}); pass --resume to finish it, "
                 "or choose a new --out folder"
             )
-        manifest = read_manifest(out)
-        for key in ("checkpoint_sha256", "columns", "part_size", "maps", "num_inputs"):
-            if manifest.get(key) != fresh.get(key):
-                what = {"checkpoint_sha256": "the checkpoint file", "columns": "the output columns",
-                        "part_size": "--part-size", "maps": "--maps", "num_inputs": "the number of inputs"}[key]
-                raise ScoringError(
-                    f"cannot resume {str(out)!r}: {what} differs from the interrupted run "
-                    f"(run: {manifest.get(key)!r}, now: {fresh.get(key)!r}); resume with the same "
-                    "arguments or choose a new --out folder"
-                )
-        stored = json.loads((out / INPUTS).read_text(encoding="utf-8"))
-        if stored != inputs:
-            added = len(set(inputs) - set(stored))
-            removed = len(set(stored) - set(inputs))
+        manifest = _load_manifest(out)
+        _check_compatible(out, manifest, fresh)
+        listed, sha = fingerprint_inputs(source)
+        if (listed, sha) != (manifest["inputs_listed"], manifest["inputs_sha256"]):
             raise ScoringError(
-                f"cannot resume {str(out)!r}: the inputs changed since the run started ({added} added, "
-                f"{removed} removed, or reordered); resume with the same inputs or choose a new --out"
+                f"cannot resume {str(out)!r}: the inputs changed since the run started (now {listed} paths "
+                f"listed, then {manifest['inputs_listed']}, or the same number changed or reordered); "
+                "resume with the same inputs or choose a new --out"
             )
-        _remove_stale(out)
         return manifest
-    # A run killed before its first manifest leaves at most inputs.json and temporary files.
-    if out.exists() and any(p.name != INPUTS and not p.name.endswith(".tmp") for p in out.iterdir()):
+    if out.exists() and any(not _allowed_leftover(p.name) for p in out.iterdir()):
         raise ScoringError(
             f"--out {str(out)!r} exists and is not empty (and has no {MANIFEST}); choose an empty or "
             "new folder"
         )
     if resume:
-        print(f"note: nothing to resume in {str(out)!r}; starting a new run")
+        print(f"note: nothing to resume in {str(out)!r}; starting a new run", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
-    _write_json(out / INPUTS, inputs)
-    manifest = dict(fresh, parts={}, complete=False, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    info = write_input_list(source, out)
+    part_size = fresh["part_size"] or default_part_size(info.num_inputs)
+    manifest = dict(
+        fresh, part_size=part_size, input=str(source), num_inputs=info.num_inputs,
+        num_parts=math.ceil(info.num_inputs / part_size), inputs_listed=info.listed,
+        inputs_repeats=info.repeats, inputs_sha256=info.sha256,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=False,
+    )
     _write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _join(out: Path, fresh: dict[str, Any], rank: RankInfo) -> dict[str, Any]:
+    """Ranks > 0: wait for rank 0 to write the job (only rank 0 writes it), then check it."""
+    start = time.monotonic()
+    noted = False
+    while not (out / MANIFEST).exists():
+        waited = time.monotonic() - start
+        if waited > _WAIT_FOR_JOB_S:
+            raise ScoringError(
+                f"rank {rank.rank}: rank 0 did not write {out / MANIFEST} within {_WAIT_FOR_JOB_S:.0f} s; "
+                "did rank 0 start, with the same --out?"
+            )
+        if waited > _WAIT_NOTE_S and not noted:
+            print(f"rank {rank.rank}: waiting for rank 0 to write the input list to {out}", file=sys.stderr)
+            noted = True
+        time.sleep(_POLL_S)
+    manifest = _load_manifest(out)
+    _check_compatible(out, manifest, fresh)
+    return manifest
+
+
+def _remove_stale(out: Path) -> None:
+    """Delete temporary files left by killed runs (never a finished file). Called only when no
+    other rank can be writing: at creation, and once every part is done."""
+    for folder in (out, out / MAPS_DIR):
+        if folder.is_dir():
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
+
+def _device_for(device: str | None, rank: RankInfo) -> torch.device:
+    """``auto``/``cuda`` without an index under several local ranks -> ``cuda:<local rank>``."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and rank.local_world_size > 1:
+        dev = torch.device("cuda", rank.local_rank % torch.cuda.device_count())
+    return dev
 
 
 def score_images(
@@ -332,40 +423,46 @@ def score_images(
     maps: str = "none",
     precision: str = "auto",
     device: str | None = None,
-    part_size: int = DEFAULT_PART_SIZE,
+    part_size: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: bool | None = None,
+    rank: RankInfo | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> ScoreSummary:
-    """Score every image of ``source`` (see :func:`list_inputs`) with ``checkpoint`` into ``out``.
+    """Score every image of ``source`` (see :func:`siam.scoring.inputs.iter_inputs`) with
+    ``checkpoint`` into ``out``, as process ``rank`` of a job (default: from the environment, see
+    :func:`siam.scoring.distributed.rank_from_env`; one process when none is set).
 
-    Decoding (:func:`siam.data.images.load_image`) and the checkpoint's evaluation transform run in
-    ``workers`` DataLoader processes (default: CPU count - 1, at most 8; 0 decodes in this
-    process); inference uses :func:`prepare_for_inference` with ``precision``. Images that cannot
-    be decoded become ``status="error"`` rows with the reason. ``progress``: None or True shows a
-    live bar on a terminal and plain lines (no ``\\r``) in a log (:func:`siam.progress.progress`);
-    False shows nothing.
+    Rank 0 writes the job; every rank scores the unfinished parts it owns (``part % world_size ==
+    rank``). Decoding (:func:`siam.data.images.load_image`) and the checkpoint's evaluation
+    transform run in ``workers`` DataLoader processes (default: this node's CPUs / its ranks - 1,
+    at most 8; 0 decodes in this process); inference uses :func:`prepare_for_inference` with
+    ``precision``. Images that cannot be decoded become ``status="error"`` rows with the reason.
+    ``progress``: None shows a live bar (rank 0 only) on a terminal and plain lines (no ``\\r``) in
+    a log (:func:`siam.progress.progress`); True shows it on every rank, False nowhere. ``manifest_extra``: keys
+    written into a new job's manifest (e.g. what the model was trained on).
+    ``part_size`` (rows per Parquet part) defaults to
+    :func:`~siam.scoring.inputs.default_part_size` for a new job and to the job's own when resuming.
     """
     from siam.checkpoint import load_checkpoint, read_meta
     from siam.data.transforms import Preprocessing, eval_transform
     from siam.models.config import ModelConfig
+    from siam.scoring.distributed import default_workers
 
     if batch_size < 1:
         raise ScoringError(f"--batch-size must be >= 1, got {batch_size}")
-    if part_size < 1:
+    if part_size is not None and part_size < 1:
         raise ScoringError(f"--part-size must be >= 1, got {part_size}")
     if maps not in ("none", "npz"):
         raise ScoringError(f"--maps must be 'none' or 'npz', got {maps!r}")
-    dev = resolve_device(device)
+    rank = rank_from_env() if rank is None else rank
+    dev = _device_for(device, rank)
     if workers is None:
-        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+        workers = default_workers(rank.local_world_size)
     if workers < 0:
         raise ScoringError(f"--workers must be >= 0, got {workers}")
     start_time = time.perf_counter()
     ckpt = Path(checkpoint)
-    inputs = list_inputs(source)
-    bad_paths = [p for p in inputs if "\n" in p or "\r" in p]
-    if bad_paths:
-        raise ScoringError(f"input paths must not contain line breaks, got {bad_paths[:1]!r}")
     meta = read_meta(ckpt)  # the weights are loaded later, while the workers start decoding
     config = ModelConfig.from_dict(meta["model"])
     kind, attributes = config.kind, list(config.attributes) if config.kind == "siam" else []
@@ -381,45 +478,54 @@ def score_images(
         "model_kind": kind,
         "attributes": attributes,
         "columns": columns,
-        "input": str(source),
-        "num_inputs": len(inputs),
         "part_size": part_size,
-        "num_parts": math.ceil(len(inputs) / part_size),
         "maps": maps,
+        "precision": precision,
+        **dict(manifest_extra or {}),
     }
-    manifest = _prepare_out(out_dir, resume=resume, fresh=fresh, inputs=inputs)
-    done = {int(k) for k in manifest["parts"]}
-    todo = [p for p in range(fresh["num_parts"]) if p not in done]
-    indices = [i for p in todo for i in range(p * part_size, min(len(inputs), (p + 1) * part_size))]
+    if rank.rank == 0:
+        manifest = _create_or_resume(out_dir, source, resume=resume, fresh=fresh)
+    else:
+        manifest = _join(out_dir, fresh, rank)
+    n, size, num_parts = manifest["num_inputs"], manifest["part_size"], manifest["num_parts"]
+    inputs = InputList(out_dir)
+    if len(inputs) != n:
+        raise ScoringError(f"{out_dir / INPUTS_IDX}: lists {len(inputs)} inputs, the manifest {n}; start a new --out")
+    mine = rank_parts(num_parts, rank.rank, rank.world_size, set(_committed(out_dir, num_parts)))
     maps_shape = (len(attributes), config.grid, config.grid) if maps == "npz" else None
-    variance = config.predict_variance
+    if maps_shape is not None:
+        (out_dir / MAPS_DIR).mkdir(exist_ok=True)
     open_parts: dict[int, _Part] = {}
 
     def part_of(idx: int) -> _Part:
-        p = idx // part_size
+        p = idx // size
         if p not in open_parts:
-            s = p * part_size
-            open_parts[p] = _Part(p, s, inputs[s : s + part_size], len(attributes), maps_shape, variance)
+            rows = part_rows(p, size, n)
+            open_parts[p] = _Part(p, rows.start, inputs.paths(rows.start, rows.stop), len(attributes), maps_shape,
+                                  config.predict_variance)
         return open_parts[p]
 
-    written = 0
-    precision_used = str(manifest.get("precision", resolve_precision(precision, dev)))
+    written = ok = errors = 0
+    examples: list[str] = []
+    precision_used = resolve_precision(precision, dev)
     setup_seconds = time.perf_counter() - start_time
-    if indices:
+    if mine:
         transform = eval_transform(Preprocessing.from_dict(meta["preprocessing"]))
+        dataset = _ImageDataset(inputs, mine, size, transform, max_megapixels)
         loader = torch.utils.data.DataLoader(
-            _ImageDataset(inputs, indices, transform, max_megapixels), batch_size=batch_size, shuffle=False,
-            num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
-            worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None,
+            dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+            pin_memory=dev.type == "cuda", worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
         )
         batches = iter(loader)  # workers fork (small, before the weights exist) and start decoding
         model, autocast = prepare_for_inference(load_checkpoint(ckpt), precision, device=dev)
-        manifest["precision"] = precision_used = model.inference_precision
+        precision_used = model.inference_precision
         setup_seconds = time.perf_counter() - start_time
         from siam.progress import progress as progress_counter
 
-        bar = progress_counter(total=len(inputs), initial=len(inputs) - len(indices), unit="img",
-                               desc="siam score", enabled=progress, smoothing=0.1)
+        show = rank.rank == 0 if progress is None else progress
+        desc = "siam score" if rank.world_size == 1 else f"siam score (rank {rank.rank} of {rank.world_size})"
+        bar = progress_counter(total=len(dataset), unit="img", desc=desc, enabled=show, smoothing=0.1)
         try:
             for ok_idx, images, bad in batches:
                 arrays: dict[str, np.ndarray] = {}
@@ -427,22 +533,41 @@ def score_images(
                     with torch.inference_mode(), autocast:
                         arrays = _to_numpy(model(images.to(dev, non_blocking=True)), kind, maps_shape is not None)
                 _record(part_of, ok_idx, arrays, bad)
+                ok += len(ok_idx)
+                errors += len(bad)
+                examples += [message for _, message in bad][: max(0, _ERROR_EXAMPLES - len(examples))]
                 for p in sorted(k for k, v in open_parts.items() if v.done()):
-                    _finish_part(out_dir, open_parts.pop(p), manifest, columns, attributes)
+                    _finish_part(out_dir, open_parts.pop(p), columns, attributes, num_parts)
                     written += 1
                 bar.update(len(ok_idx) + len(bad))
         finally:
             bar.close()
     if open_parts:  # pragma: no cover - every index belongs to a part that gets filled
         raise RuntimeError(f"internal error: parts {sorted(open_parts)} were not completed")
-    manifest["complete"] = len(manifest["parts"]) == fresh["num_parts"]
-    _write_json(out_dir / MANIFEST, manifest)
+    committed = _committed(out_dir, num_parts)
+    complete = len(committed) == num_parts
+    job_ok = job_errors = None
+    if complete:
+        job_ok, job_errors = _finish_job(out_dir, manifest, committed)
     return ScoreSummary(
-        out=out_dir, num_inputs=len(inputs), ok=sum(v["ok"] for v in manifest["parts"].values()),
-        errors=sum(v["error"] for v in manifest["parts"].values()), parts=fresh["num_parts"],
-        parts_written=written, seconds=time.perf_counter() - start_time, setup_seconds=setup_seconds,
-        precision=precision_used,
+        out=out_dir, num_inputs=n, ok=ok, errors=errors, parts=num_parts, parts_written=written,
+        parts_done=len(committed), complete=complete, seconds=time.perf_counter() - start_time,
+        setup_seconds=setup_seconds, precision=precision_used, rank=rank.rank, world_size=rank.world_size,
+        job_ok=job_ok, job_errors=job_errors, error_examples=tuple(examples),
     )
+
+
+def _finish_job(out: Path, manifest: dict[str, Any], committed: dict[int, str]) -> tuple[int, int]:
+    """Every part is done: write the full listing into the manifest (any rank may; each write is a
+    complete, atomic snapshot of the same finished job) and remove killed runs' temporary files."""
+    ok, err = _status_counts(out, [committed[p] for p in sorted(committed)])
+    n, size = manifest["num_inputs"], manifest["part_size"]
+    final = dict(manifest, complete=True, ok=ok, error=err, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 parts={str(p): {"file": f, "start": p * size, "rows": len(part_rows(p, size, n))}
+                        for p, f in sorted(committed.items())})
+    _write_json(out / MANIFEST, final)
+    _remove_stale(out)
+    return ok, err
 
 
 def _record(part_of: Callable[[int], _Part], ok_idx: list[int], arrays: dict[str, np.ndarray],
@@ -480,30 +605,17 @@ def _to_numpy(result: Any, kind: str, with_maps: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _finish_part(out: Path, part: _Part, manifest: dict[str, Any], columns: list[str],
-                 attributes: Sequence[str]) -> None:
-    """Write a finished part (maps first, then Parquet), then record it in the manifest."""
+def _finish_part(out: Path, part: _Part, columns: list[str], attributes: Sequence[str], num_parts: int) -> None:
+    """Commit a finished part: its maps first (if any), then its Parquet file, each renamed into
+    place. The Parquet file's rename is the commit."""
     import pyarrow.parquet as pq
 
-    name = f"part-{part.index:05d}.parquet"
-    entry: dict[str, Any] = {
-        "file": name,
-        "start": part.start,
-        "rows": len(part.paths),
-        "ok": part.status.count("ok"),
-        "error": part.status.count("error"),
-    }
+    name = part_name(part.index, num_parts)
     if part.maps is not None:
-        maps_name = f"maps-{part.index:05d}.npz"
-
         def write_maps(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, maps=part.maps, path=np.array(part.paths))
 
-        _write_atomic(out / maps_name, write_maps)
-        entry["maps_file"] = maps_name
+        _write_atomic(out / MAPS_DIR / name.replace("part-", "maps-").replace(".parquet", ".npz"), write_maps)
     table = _part_table(part, columns, attributes)
     _write_atomic(out / name, lambda tmp: pq.write_table(table, tmp))
-    manifest["parts"][str(part.index)] = entry
-    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    _write_json(out / MANIFEST, manifest)
