@@ -141,3 +141,95 @@ def test_template_r_on_observed_cells_ignores_unconstrained_ones() -> None:
     assert seen.value == pytest.approx(1.0) and seen.skipped == ["d"]
     with pytest.raises(ValueError, match="cells must be"):
         P.template_r(learned, T, NAMES, cells=cells[:2])
+
+
+# --- explanation checks: correctness, map_spearman, bootstrap_ci ---------------------------------
+
+
+def test_correctness_is_funnybirds_half_rho_plus_half_per_image() -> None:
+    attr = np.array([
+        [3.0, 2.0, 1.0, 9.0],  # present a, b, c: same order as the effects -> rho 1 -> 1.0
+        [1.0, 2.0, 3.0, 0.0],  # reversed -> rho -1 -> 0.0
+        [1.0, 3.0, 2.0, 0.0],  # hand-computed: ranks (1, 3, 2) vs (3, 2, 1): rho = -0.5 -> 0.25
+        [5.0, 5.0, 5.0, 5.0],  # constant attribution: ranks nothing -> rho 0 -> 0.5
+        [1.0, 2.0, 0.0, 0.0],  # one present attribute: NaN
+        [1.0, 2.0, 3.0, 0.0],  # effects all equal: nothing to rank -> NaN
+    ])
+    eff = np.array([
+        [30.0, 20.0, -1.0, 0.0],
+        [3.0, 2.0, 1.0, 0.0],
+        [3.0, 2.0, 1.0, 0.0],
+        [1.0, 2.0, 3.0, 0.0],
+        [1.0, 2.0, 3.0, 0.0],
+        [2.0, 2.0, 2.0, 0.0],
+    ])
+    present = np.array([[1, 1, 1, 0]] * 4 + [[1, 0, 0, 0], [1, 1, 1, 0]], bool)
+    got = P.correctness(attr, eff, present)
+    np.testing.assert_allclose(got[:4], [1.0, 0.0, 0.25, 0.5])
+    assert np.isnan(got[4]) and np.isnan(got[5])
+    # the absent attribute d (attribution 9) is not ranked: else row 0 would not be perfect
+    # cross-check with scipy on random data, ties included
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    a, e = rng.integers(0, 4, (20, 6)).astype(float), rng.normal(size=(20, 6))
+    pr = rng.random((20, 6)) < 0.7
+    got = P.correctness(a, e, pr)
+    for n in range(20):
+        k = pr[n]
+        if k.sum() < 2:
+            assert np.isnan(got[n])
+            continue
+        rho = spearmanr(a[n, k], e[n, k]).statistic
+        assert got[n] == pytest.approx(0.5 * (0.0 if np.isnan(rho) else rho) + 0.5)
+    with pytest.raises(ValueError, match="N, K"):
+        P.correctness(a[:, :3], e, pr)
+
+
+def test_map_spearman_per_image_against_scipy_and_nan_for_constant_maps() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 3, 4, 4))
+    b = a**3 + 0.5 * rng.normal(size=a.shape)
+    b[1] = np.exp(a[1])  # monotone: 1
+    b[2] = -a[2]  # reversed: -1
+    b[3] = 0.0  # constant: NaN
+    got = P.map_spearman(a, torch.as_tensor(b))
+    assert got.shape == (5,)
+    assert got[1] == pytest.approx(1.0) and got[2] == pytest.approx(-1.0) and np.isnan(got[3])
+    for n in (0, 4):
+        assert got[n] == pytest.approx(spearmanr(a[n].ravel(), b[n].ravel()).statistic)
+    with pytest.raises(ValueError, match="one shape"):
+        P.map_spearman(a, b[:, :2])
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n() -> None:
+    rng = np.random.default_rng(3)
+    small, big = rng.normal(2.0, 1.0, 50), rng.normal(2.0, 1.0, 2000)
+    lo, hi = P.bootstrap_ci(small, n_boot=500)
+    assert lo < small.mean() < hi
+    # percentile bootstrap of a mean ~ mean +- 1.96 sd / sqrt(n)
+    assert hi - lo == pytest.approx(2 * 1.96 * small.std() / np.sqrt(50), rel=0.2)
+    lo2, hi2 = P.bootstrap_ci(big, n_boot=500)
+    assert hi2 - lo2 < 0.25 * (hi - lo)
+    assert P.bootstrap_ci(small, n_boot=200, seed=4) == P.bootstrap_ci(small, n_boot=200, seed=4)
+    # NaN entries are ignored by the default nanmean; a constant sample has a zero-width interval
+    assert P.bootstrap_ci(np.array([1.0, np.nan, 1.0, 1.0])) == (1.0, 1.0)
+
+
+def test_bootstrap_ci_resamples_paired_arrays_together() -> None:
+    rng = np.random.default_rng(5)
+    target = rng.normal(size=300)
+    pred = target + rng.normal(0, 0.5, 300)
+    rmse = lambda p, t: np.sqrt(np.mean((p - t) ** 2))  # noqa: E731
+    lo, hi = P.bootstrap_ci((pred, target), stat=rmse, n_boot=400)
+    assert lo < rmse(pred, target) < hi and 0.4 < lo < hi < 0.6
+    # resampled together: pred == target stays exactly 0 (apart it would not)
+    assert P.bootstrap_ci((target, target), stat=rmse, n_boot=50) == (0.0, 0.0)
+    # per-attribute r over (N, K) arrays: stat may take the whole rows
+    first_r = lambda x, y: np.corrcoef(x[:, 0], y[:, 0])[0, 1]  # noqa: E731
+    lo, hi = P.bootstrap_ci((np.stack([pred, -pred], 1), np.stack([target, target], 1)), stat=first_r, n_boot=200)
+    assert 0.8 < lo < hi < 1.0
+    with pytest.raises(ValueError, match="share"):
+        P.bootstrap_ci((pred, target[:10]))
