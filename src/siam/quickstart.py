@@ -112,19 +112,47 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = ()) -> Path:
-    """Train (or reuse, or resume) one stage; returns its model file."""
+def trained_model(name: str, cfg: Any, *, tag: str = "siam quickstart") -> Path | None:
+    """The stage's finished model file when ``cfg.out`` already holds one trained with the same
+    recipe (reused), None when it is not trained yet; :class:`ConfigError` when it was trained with
+    another recipe (nothing is silently reused or overwritten)."""
     from siam.checkpoint import read_meta
-    from siam.training.engine import LAST_CKPT, fit
 
     out = Path(cfg.out)
     model = out / "model.safetensors"
-    if model.is_file():
-        saved = read_meta(model).get("train_config") or {}
-        if _comparable(saved) == _comparable(cfg.to_dict()):
-            print(f"siam quickstart: {name}: already trained ({model}), kept", flush=True)
-            return model
-        raise ConfigError(f"{out} holds a {name} model trained with another recipe; use --overwrite or another --out")
+    if not model.is_file():
+        return None
+    saved = read_meta(model).get("train_config") or {}
+    if _comparable(saved) == _comparable(cfg.to_dict()):
+        print(f"{tag}: {name}: already trained ({model}), kept", flush=True)
+        return model
+    raise ConfigError(f"{out} holds a {name} model trained with another recipe; use --overwrite or another --out")
+
+
+def stage_configs(out: Path, data_dir: Path, raw: dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """The four stages' :class:`~siam.training.config.TrainConfig` (keys of :data:`STAGE_DIRS`),
+    each in ``out/<name>``, on ``data_dir``, every SIAM stage but ``sun`` starting from its parent's
+    model; ``overrides`` (``KEY=VALUE``) apply to every stage."""
+    from siam.training.config import config_from_dict, parse_override
+
+    configs = {}
+    for name, (stage, parent) in STAGE_DIRS.items():
+        extra = [f"out={out / name}", f"data.root={data_dir}"]
+        if parent is not None:
+            extra.append(f"init_from={out / parent / 'model.safetensors'}")
+        parsed = [parse_override(o) for o in [*extra, *(overrides or [])]]
+        configs[name] = config_from_dict(json.loads(json.dumps(raw)), stage=stage, overrides=parsed)
+    return configs
+
+
+def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = ()) -> Path:
+    """Train (or reuse, or resume) one stage; returns its model file."""
+    from siam.training.engine import LAST_CKPT, fit
+
+    out = Path(cfg.out)
+    model = trained_model(name, cfg)
+    if model is not None:
+        return model
     resume = (out / LAST_CKPT).is_file()
     print(f"siam quickstart: training {name} ({cfg.stage})" + (" - resuming" if resume else ""), flush=True)
     res = fit(cfg, resume=resume or None, callbacks=list(callbacks))
@@ -192,7 +220,7 @@ def _freed_core_callback(child: "_Child | None", threads: int) -> Any:
     return _UseFreedCore()
 
 
-def _start_stage_process(name: str, cfg: Any, out: Path) -> _Child | None:
+def start_stage_process(name: str, cfg: Any, out: Path, *, tag: str = "siam quickstart") -> _Child | None:
     """``siam train`` for one stage in a child process (its log: ``out/<name>.log``); None if the
     stage is already trained."""
     import yaml
@@ -208,7 +236,7 @@ def _start_stage_process(name: str, cfg: Any, out: Path) -> _Child | None:
 
     if (run_dir / LAST_CKPT).is_file():
         cmd.append("--resume")
-    print(f"siam quickstart: training {name} ({cfg.stage}) in a second process; log: {out / (name + '.log')}", flush=True)
+    print(f"{tag}: training {name} ({cfg.stage}) in a child process; log: {out / (name + '.log')}", flush=True)
     return _Child(name, cmd, out / f"{name}.log")
 
 
@@ -305,7 +333,6 @@ def quickstart(
     """Run the whole pipeline; returns the report dict (also written to ``out/report.{json,md}``)."""
     from siam.evaluation.cli import evaluate_models
     from siam.evaluation.report import build_report, write_report
-    from siam.training.config import config_from_dict, parse_override
 
     start = time.perf_counter()
     cpu0 = _cpu_seconds()
@@ -328,16 +355,10 @@ def quickstart(
         data_dir = Path(data)
     _check_layout(data_dir)
     raw = recipe if recipe is not None else _recipe(None)
-    configs = {}
-    for name, (stage, parent) in STAGE_DIRS.items():
-        extra = [f"out={out / name}", f"data.root={data_dir}"]
-        if parent is not None:
-            extra.append(f"init_from={out / parent / 'model.safetensors'}")
-        parsed = [parse_override(o) for o in [*extra, *(overrides or [])]]
-        configs[name] = config_from_dict(json.loads(json.dumps(raw)), stage=stage, overrides=parsed)
+    configs = stage_configs(out, data_dir, raw, overrides)
     # Two tracks on two cores: the baseline in a child process, the SIAM chain here.
     t = time.perf_counter()
-    child = _start_stage_process("baseline", configs["baseline"], out)
+    child = start_stage_process("baseline", configs["baseline"], out)
     paths: dict[str, Path] = {}
     try:
         cores = _usable_cores()
