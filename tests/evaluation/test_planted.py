@@ -92,13 +92,29 @@ def test_mass_in_mask_hand_computed() -> None:
     maps[0, 1] = 1.0  # uniform map: a quarter inside
     got = P.mass_in_mask(maps, frac, torch.tensor([[True, True]]))
     np.testing.assert_allclose(got, [0.75, 0.25])
-    # Absent attributes and empty maps are left out.
+    # An empty map of a present attribute scores 0 (issue 11: it used to be left out); absent
+    # attributes, and present ones with no coverage in the model's view, are not pairs.
     maps[0, 1] = 0.0
+    np.testing.assert_allclose(P.mass_in_mask(maps, frac, torch.tensor([[True, True]])), [0.75, 0.0])
+    assert P.mass_in_mask(maps, frac, torch.tensor([[False, False]])).size == 0
+    frac[0, 1] = 0.0  # present in the image, but cropped away: not a pair
     np.testing.assert_allclose(P.mass_in_mask(maps, frac, torch.tensor([[True, True]])), [0.75])
-    assert P.mass_in_mask(maps, frac, torch.tensor([[False, True]])).size == 0
 
 
-def test_total_map_r_uses_only_valid_cells_and_nan_for_constant() -> None:
+def test_mass_in_mask_counts_a_model_that_fires_on_nothing_as_zero() -> None:
+    """The issue's case: every map empty except one well-placed pair; 162 present pairs."""
+    n, k = 54, 3
+    frac = torch.zeros(n, k, 2, 2)
+    frac[..., 0, :] = 0.5  # each attribute covers half of the top row of cells
+    maps = torch.zeros(n, k, 2, 2)
+    maps[0, 0, 0, 0], maps[0, 0, 1, 1] = 0.82, 0.18  # 0.82 * 0.5 / 1.0 inside, hand-computed 0.41
+    got = P.mass_in_mask(maps, frac, torch.ones(n, k, dtype=torch.bool))
+    assert got.shape == (162,)
+    assert got[0] == pytest.approx(0.41) and (got[1:] == 0).all()
+    assert got.mean() == pytest.approx(0.41 / 162)  # today's code gave 0.41 (1 pair of 162 scored)
+
+
+def test_total_map_r_uses_only_valid_cells_and_treats_constant_maps_alike() -> None:
     planted = torch.arange(16.0).reshape(1, 4, 4)
     pred = planted.clone()
     pred[0, 0, 0] = 100.0  # garbage in a border cell
@@ -106,7 +122,25 @@ def test_total_map_r_uses_only_valid_cells_and_nan_for_constant() -> None:
     valid[0, 0] = 0
     assert P.total_map_r(pred, planted, valid=valid)[0] == pytest.approx(1.0)
     assert P.total_map_r(pred, planted)[0] < 0.99
-    assert np.isnan(P.total_map_r(torch.ones(1, 4, 4), planted)[0])
+    # a constant predicted map locates nothing: r = 0 (it used to be NaN and dropped, which
+    # favoured a model with many constant maps); a constant planted map judges no model: NaN
+    assert P.total_map_r(torch.ones(1, 4, 4), planted)[0] == 0.0
+    both = P.total_map_r(torch.stack([planted[0], torch.zeros(4, 4)]), torch.cat([planted, planted]))
+    np.testing.assert_allclose(both, [1.0, 0.0])
+    assert np.nanmean(both) == pytest.approx(0.5)  # today's code: 1.0
+    assert np.isnan(P.total_map_r(planted, torch.zeros(1, 4, 4))[0])
+    assert P.constant_maps(torch.stack([planted[0], torch.zeros(4, 4)]), 4).tolist() == [False, True]
+    # on valid cells only: garbage confined to the border does not make a map non-constant
+    assert P.constant_maps(torch.where(valid > 0, 2.0, 9.0)[None], 4, valid=valid).tolist() == [True]
+
+
+def test_observed_cells_are_those_with_mean_coverage_above_the_share() -> None:
+    pooled = torch.zeros(10, 2, 2, 2)
+    pooled[0, 0, 1, :] = 0.5  # attribute 0 seen once in the bottom row: mean 0.05
+    pooled[:, 1, 0, 0] = 0.001  # attribute 1 barely: mean 0.001 < 0.002
+    got = P.observed_cells(pooled)
+    assert got.tolist() == [[[False, False], [True, True]], [[False, False], [False, False]]]
+    assert P.observed_cells(pooled, share=0.0005)[1, 0, 0]
 
 
 def test_load_truth_and_masks(tmp_path: Path) -> None:

@@ -8,13 +8,16 @@ i in an image; pool(M_i) (m, m) its per-cell coverage fraction; A (K, a, a) a mo
 * :func:`contribution_r` (how much): mean over attributes present in >= 5 % of the images of the
   Pearson r, across images, between the model's contribution c_i and <T_i, pool(M_i)>.
 * :func:`template_r` (templates): Pearson r between E_i (resampled to the truth grid) and T_i over
-  the attributes whose T_i varies in space; :func:`effect_sign_agreement` (reported as
-  ``template_sign_agreement``): the share of attributes whose mean effect on the score (mean
-  contribution where present) has the planted sign.
+  the attributes whose T_i varies in space, on the cells where attribute i is observed in the
+  evaluation images (:func:`observed_cells`; elsewhere no score constrains E_i);
+  :func:`effect_sign_agreement` (reported as ``template_sign_agreement``): the share of
+  attributes whose mean effect on the score (mean contribution where present) has the planted sign.
 * :func:`mass_in_mask` (where): share of A_i's mass inside M_i, each cell's mass spread evenly over
-  its pixels (i.e. A upsampled to image resolution), over the (image, present attribute) pairs.
+  its pixels (i.e. A upsampled to image resolution), over the (image, present attribute) pairs; an
+  empty map scores 0.
 * :func:`total_map_r` (where): per-image Pearson r, on the truth grid, between the model's total
-  contribution map sum_i E_i A_i (or a baseline's CAM) and sum_i T_i pool(M_i); averaged.
+  contribution map sum_i E_i A_i (or a baseline's CAM) and sum_i T_i pool(M_i); averaged. A
+  constant predicted map scores 0 for every model; images with a constant planted map are left out.
 
 Explanation checks (per image, for seeds and bootstraps):
 
@@ -49,6 +52,7 @@ from siam.evaluation.metrics import pearson_r
 
 __all__ = [
     "MIN_PRESENCE_SHARE",
+    "OBSERVED_CELL_SHARE",
     "PlantedTruth",
     "load_truth",
     "pool_masks",
@@ -61,12 +65,17 @@ __all__ = [
     "effect_sign_agreement",
     "mass_in_mask",
     "total_map_r",
+    "constant_maps",
+    "observed_cells",
     "correctness",
     "bootstrap_ci",
     "map_spearman",
 ]
 
 MIN_PRESENCE_SHARE = 0.05  # contribution_r: attributes present in >= 5 % of the test images
+#: template_r: a truth-grid cell is 'observed' for an attribute when its mean coverage over the
+#: evaluation images exceeds this share (0.2 %).
+OBSERVED_CELL_SHARE = 0.002
 
 
 def _t(x: Any) -> torch.Tensor:
@@ -252,28 +261,62 @@ def mass_in_mask(maps: Any, fractions: Any, present: Any) -> np.ndarray:
 
     maps (N, K, a, a) >= 0; fractions (N, K, a, a) the mask's coverage of each model cell (see
     :func:`masks_on_model_grid`); present (N, K) bool. Spreading each cell's mass evenly over its
-    pixels, the in-mask mass is sum(A * fraction). Returns a 1-D array over the pairs whose map
-    has positive mass (pairs with an all-zero map have no share and are left out).
+    pixels, the in-mask mass is sum(A * fraction). Returns a 1-D array over the pairs that are
+    present and visible to the model (some coverage in ``fractions``; a mask cut away by the
+    centre crop is not); a pair whose map is empty (all zero) scores 0: a model that fires on
+    nothing gets no credit.
     """
     A, fr, pr = _t(maps), _t(fractions), _t(present) > 0.5
     if A.shape != fr.shape or A.shape[:2] != pr.shape:
         raise ValueError(f"maps {tuple(A.shape)}, fractions {tuple(fr.shape)}, present {tuple(pr.shape)} disagree")
-    mass = A.sum((-2, -1))  # (N, K)
-    inside = (A * fr).sum((-2, -1))  # (N, K)
-    ok = pr & (mass > 0)
-    return (inside[ok] / mass[ok]).numpy().astype(np.float64)
+    mass = A.sum((-2, -1)).double()  # (N, K)
+    inside = (A * fr).sum((-2, -1)).double()  # (N, K)
+    pairs = pr & (fr.sum((-2, -1)) > 0)
+    share = torch.where(mass > 0, inside / torch.where(mass > 0, mass, 1.0), torch.zeros_like(mass))
+    return share[pairs].numpy().astype(np.float64)
+
+
+def constant_maps(maps: Any, grid: int, *, valid: Any | None = None) -> np.ndarray:
+    """(N,) bool: which maps (N, a, a), resampled to the truth grid (valid cells only, see
+    :func:`template_r`), are constant (no spatial information at all)."""
+    Q = resample_maps(maps, grid)
+    keep = torch.as_tensor(_valid_cells(valid, grid))
+    flat = Q[:, keep]  # (N, cells)
+    if flat.shape[1] == 0:
+        return np.ones(Q.shape[0], dtype=bool)
+    return ((flat.max(1).values - flat.min(1).values) == 0).numpy()
 
 
 def total_map_r(predicted: Any, planted: Any, *, valid: Any | None = None) -> np.ndarray:
     """Per-image Pearson r between predicted total maps (N, a, a) (resampled to the truth grid) and
-    planted ones (N, m, m); NaN where either map is constant. ``valid``: see :func:`template_r`."""
+    planted ones (N, m, m). The same rule for every model: an image whose *predicted* map is
+    constant scores r = 0 (it locates nothing); one whose *planted* map is constant is NaN (no
+    model can be judged on it; callers leave it out for all models). ``valid``: see
+    :func:`template_r`."""
     P = _t(planted)
     m = P.shape[-1]
     Q = resample_maps(predicted, m)
     if Q.shape != P.shape:
         raise ValueError(f"predicted maps {tuple(Q.shape)} and planted maps {tuple(P.shape)} disagree")
     keep = torch.as_tensor(_valid_cells(valid, m))
-    return np.array([pearson_r(Q[n][keep].numpy(), P[n][keep].numpy()) for n in range(P.shape[0])])
+    out = np.empty(P.shape[0])
+    for n in range(P.shape[0]):
+        q, p = Q[n][keep].numpy(), P[n][keep].numpy()
+        r = pearson_r(q, p)
+        out[n] = 0.0 if math.isnan(r) and q.size >= 2 and np.ptp(p) > 0 else r
+    return out
+
+
+def observed_cells(pooled: Any, *, share: float = OBSERVED_CELL_SHARE) -> np.ndarray:
+    """(K, m, m) bool: the truth-grid cells where each attribute is observed, i.e. its mean
+    coverage over the N images of ``pooled`` (N, K, m, m) (see :func:`pool_masks`) exceeds
+    ``share``. Elsewhere no score constrains a template, so :func:`template_r` uses these cells."""
+    x = _t(pooled)
+    if x.ndim != 4:
+        raise ValueError(f"pooled masks must be (N, K, m, m), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        return np.zeros(tuple(x.shape[1:]), dtype=bool)
+    return (x.mean(0) > share).numpy()
 
 
 # --- explanation checks (per image) ---------------------------------------------------------
