@@ -258,3 +258,27 @@ def test_baseline_cam_constant_maps_are_treated_like_siam_ones(world: dict) -> N
     a = res["arrays"]
     assert a["contributions"] is None and a["sun_presence"] is None
     np.testing.assert_allclose(a["son_pred"], total.mean((1, 2))[: N // 2].tolist() + [1.0] * (N - N // 2), atol=1e-5)
+
+
+def test_a_separate_test_world_is_evaluated_whole(tmp_path: Path) -> None:
+    """The truth command's big test world: same synth settings, another seed, split "all"."""
+    from siam.data.synthetic import SynthConfig, generate
+    from siam.evaluation.cli import load_eval_data
+    from siam.models.siam import build_model
+
+    cfg = SynthConfig(n_sun=10, n_son=14, size=(32, 32), grid=4, attributes=MODEL + ("wire",))
+    generate(tmp_path / "w", seed=9, config=cfg)
+    torch.manual_seed(0)
+    model = build_model(backbone="tiny", attributes=MODEL, grid=4, border=0,
+                        preprocessing=Preprocessing(resize=32, crop=32))
+    d = load_eval_data(preprocessing=model.preprocessing, split="all", data=tmp_path / "w")
+    assert len(d["son"]) == 14 and len(d["sun"]) == 10
+    ev = EvalData(son=d["son"], sun=d["sun"], sun_attributes=d["sun_attributes"], truth=d["truth"], split="all")
+    res = evaluate_model(model, ev, return_arrays=True)
+    floor = d["truth"].noise_floor_rmse["all"]
+    assert res["son_n"] == 14 and res["rmse_over_noise_floor"] == pytest.approx(res["son_rmse"] / floor)
+    a = res["arrays"]
+    assert a["contributions"].shape == a["present"].shape == (14, 3) and a["son_clean"].shape == (14,)
+    # son_clean is the planted clean score: the written Averages scatter around it at the floor
+    assert np.sqrt(np.mean((a["son_clean"] - a["son_target"]) ** 2)) == pytest.approx(floor, rel=1e-4)
+    assert a["sun_presence"].shape == (10, 3)
