@@ -11,7 +11,7 @@ answers. :func:`generate` renders outdoor-like scenes (:mod:`siam.data._synth_re
     DIR/son/votes.tsv                       historical format: ID Lat Lon Average Variance Votes URI
     DIR/son/images/<ID>.jpg
     DIR/son_attributes.csv                  id + attribute names, fraction of 4 annotators
-    DIR/truth/meta.json                     attributes, grid, bias, noise_floor_rmse, settings
+    DIR/truth/meta.json                     attributes, grid, bias, noise_floor_rmse, settings, presence
     DIR/truth/templates.npy                 float32 (K, m, m) planted templates T_i
     DIR/truth/masks/sun/<row>.npz           key masks: bool (K, H, W), visible pixels
     DIR/truth/masks/son/<ID>.npz
@@ -23,8 +23,8 @@ after resizing the whole image to a square. Templates vary only from top to bott
 right, because training flips images horizontally. Each ScenicOrNot image gets 3..10 integer votes
 ``clip(round(y + noise * N(0, 1)), 1, 10)``; ``Average`` is their mean and ``Variance`` their
 population variance (ddof = 0, as in the historical file: votes 4,5,3,5,1,4,4,5,6 -> 4.1111,
-1.8765). The noise floor of a split is the RMSE of the clean y against the written ``Average``:
-no model can beat it.
+1.8765). The noise floor of a split (and of ``all`` the images) is the RMSE of the clean y against
+the written ``Average``: no model can beat it.
 
 Which attributes a scene shows is sampled from a whole real SUN label row (co-occurrence of the
 14,340 images, :mod:`siam.data._synth_sun33`); rows showing rare attributes are drawn more often
@@ -43,7 +43,13 @@ without a visual identity of their own (:data:`NOT_DISTINCT`).
 
     from siam.data.synthetic import SynthConfig, generate
     res = generate("/tmp/s", seed=0, config=SynthConfig(n_sun=500, n_son=800), workers=2)
-    res.noise_floor_rmse  # {"train": ..., "val": ..., "test": ...}
+    res.noise_floor_rmse  # {"train": ..., "val": ..., "test": ..., "all": ...}
+
+``decorrelate=True`` (``siam synth --decorrelate``) draws each attribute independently at its
+ordinary-world share instead of from a real row: a test world without the training world's
+co-occurrence. :func:`render_scene` re-renders any written scene exactly from its seed, optionally
+without some attributes (single-deletion interventions with known effects), and
+:func:`encode_as_written` encodes it as the written JPEG.
 """
 
 from __future__ import annotations
