@@ -518,7 +518,7 @@ def test_render_without_an_attribute_changes_only_its_pixels(runs: dict[str, Pat
                 assert edit.clean_score == pytest.approx(scene.clean_score - own, abs=1e-9)
             else:
                 revealed += 1
-    assert pairs >= 10
+    assert pairs >= 10 and revealed >= 1  # both cases (nothing revealed, something revealed) occur
 
 
 def test_render_without_several_and_bad_requests(runs: dict[str, Path], tmp_path: Path) -> None:
