@@ -145,19 +145,19 @@ def stage_configs(out: Path, data_dir: Path, raw: dict[str, Any], overrides: lis
     return configs
 
 
-def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = ()) -> Path:
+def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = (), *, tag: str = "siam quickstart") -> Path:
     """Train (or reuse, or resume) one stage; returns its model file."""
     from siam.training.engine import LAST_CKPT, fit
 
     out = Path(cfg.out)
-    model = trained_model(name, cfg)
+    model = trained_model(name, cfg, tag=tag)
     if model is not None:
         return model
     resume = (out / LAST_CKPT).is_file()
-    print(f"siam quickstart: training {name} ({cfg.stage})" + (" - resuming" if resume else ""), flush=True)
+    print(f"{tag}: training {name} ({cfg.stage})" + (" - resuming" if resume else ""), flush=True)
     res = fit(cfg, resume=resume or None, callbacks=list(callbacks))
-    print(f"siam quickstart: {name} done in {res.wall_time_s:.0f} s ({res.global_step} steps)", flush=True)
-    return model
+    print(f"{tag}: {name} done in {res.wall_time_s:.0f} s ({res.global_step} steps)", flush=True)
+    return out / "model.safetensors"
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

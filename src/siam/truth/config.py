@@ -40,6 +40,9 @@ class TruthBudget:
     keys reach one stage). correctness_scenes: test scenes re-rendered without each attribute.
     randomisation_images: test images of the cascading randomisation. n_boot: bootstrap
     resamples per confidence interval. synth_workers: processes rendering the worlds.
+    child_processes: train each stage in a child process, as many at once as there are cores (False:
+    one after the other in this process; for the tiny budget, where starting processes costs more
+    than training).
     """
 
     seeds: int = 3
@@ -57,11 +60,15 @@ class TruthBudget:
     n_boot: int = 300
     eval_batch_size: int = 128
     synth_workers: int = 2
+    child_processes: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "overrides":
+            if f.name == "child_processes":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"budget key child_processes must be true or false, got {v!r}")
+            elif f.name == "overrides":
                 if isinstance(v, (str, bytes)) or not all(isinstance(o, str) and "=" in o for o in v):
                     raise ConfigError(f"budget key overrides must be a list of KEY=VALUE strings, got {v!r}")
                 object.__setattr__(self, "overrides", tuple(v))
@@ -114,7 +121,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "seeds": 2, "train_n_sun": 40, "train_n_son": 60, "test_n_sun": 40, "test_n_son": 40,
         "test_max_n": 80, "min_positives": 1, "decorrelated_n_son": 20, "correctness_scenes": 3,
-        "randomisation_images": 4, "n_boot": 20, "eval_batch_size": 32, "synth_workers": 1,
+        "randomisation_images": 4, "n_boot": 20, "eval_batch_size": 32, "synth_workers": 1, "child_processes": False,
         "overrides": ["trainer.max_steps=2", "data.batch_size=8", "data.son_batch_size=8",
                       "trainer.progress_bar=false"],
     },

@@ -128,6 +128,14 @@ def _test_world(out: Path, config: Any, budget: Any, attributes: Sequence[str], 
     """Generate (and grow) the test world until every attribute has ``min_positives`` of each."""
     n_sun, n_son = budget.test_n_sun, budget.test_n_son
     root = out / "test_world"
+    try:  # a re-run starts from the size an earlier run grew this world to
+        old = json.loads((root / "truth" / "meta.json").read_text())
+        base = {**config.to_dict(), "n_sun": old["settings"]["n_sun"], "n_son": old["settings"]["n_son"]}
+        if old.get("seed") == TEST_WORLD_SEED and old["settings"] == json.loads(json.dumps(base)):
+            n_sun = min(budget.test_max_n, max(n_sun, int(base["n_sun"])))
+            n_son = min(budget.test_max_n, max(n_son, int(base["n_son"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     while True:
         cfg = dataclasses.replace(config, n_sun=n_sun, n_son=n_son)
         _generate(root, cfg, TEST_WORLD_SEED, budget.synth_workers, say, "test world")
@@ -147,10 +155,16 @@ def _test_world(out: Path, config: Any, budget: Any, attributes: Sequence[str], 
 # --- training -------------------------------------------------------------------------------------
 
 
-def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str], None]) -> dict[int, dict[str, Path]]:
+def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str], None], *,
+               child_processes: bool = True) -> dict[int, dict[str, Path]]:
     """Train every seed's four stages as child processes, ``cores`` at a time (each chain's stages
-    in order, longest jobs first); reuse finished ones; raise on the first failure."""
-    from siam.quickstart import _usable_cores, start_stage_process, trained_model
+    in order, longest jobs first), or one after the other in this process; reuse finished ones
+    (same recipe), resume interrupted ones; raise on the first failure."""
+    from siam.quickstart import _train_stage, _usable_cores, start_stage_process, trained_model
+
+    if not child_processes:
+        return {s: {name: _train_stage(f"seed {s} {name}", cfg, tag=TAG) for name, cfg in stages.items()}
+                for s, stages in configs.items()}
 
     jobs: list[tuple[int, list[str]]] = []
     for s in configs:
@@ -323,7 +337,7 @@ def truth(
     # 2. training
     t = time.perf_counter()
     say(f"training {n_seeds} seed(s) x 4 stages (budget {budget_name!r})")
-    paths = _train_all(configs, out, say)
+    paths = _train_all(configs, out, say, child_processes=b.child_processes)
     timings["training"] = time.perf_counter() - t
 
     # 3. measurement
