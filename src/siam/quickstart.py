@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -28,7 +29,8 @@ from typing import Any
 
 from siam.errors import ConfigError, DatasetError, SiamError
 
-__all__ = ["RECIPE", "STAGE_DIRS", "TARGETS", "add_arguments", "run", "quickstart", "check_targets"]
+__all__ = ["RECIPE", "STAGE_DIRS", "TARGETS", "TARGET_CEILINGS", "add_arguments", "run", "quickstart", "check_targets",
+           "measured_ceilings", "stage_configs", "trained_model", "start_stage_process"]
 
 #: The CPU recipe (identical to configs/quickstart.yaml; a test keeps them equal).
 RECIPE: dict[str, Any] = {
@@ -271,6 +273,16 @@ def _notes(report: dict[str, Any]) -> list[str]:
         notes.append(f"template_r on the cells where each attribute is ever seen in the test images (elsewhere no "
                      f"score constrains the template): {seen['value']:.3f} ("
                      + ", ".join(f"{k} {v:.2f}" for k, v in (seen.get("per_attribute") or {}).items()) + ").")
+    above = [t["name"] for t in report.get("targets") or [] if t.get("above_ceiling")]
+    if above:
+        notes.append("Targets above their measured ceiling (defects of the target, not of the model): "
+                     + "; ".join(above) + ".")
+    oracle = report.get("oracle_f") or {}
+    if oracle.get("contribution_r") is not None:
+        tr = "n/a" if oracle.get("template_r") is None else f"{oracle['template_r']:.3f}"
+        notes.append(f"oracle-f (g trained with the son-head recipe on the true masks instead of f's maps): "
+                     f"contribution_r {oracle['contribution_r']:.3f}, template_r {tr}; the gap "
+                     "from SIAM to these is f's, the gap from these to 1 is g's recipe, the noise and the data size.")
     if report.get("cpu_time_s") is not None:
         notes.append(f"CPU time of all processes {report['cpu_time_s']:.0f} s for {report['wall_time_s']:.0f} s of "
                      "wall time (the machine's other load included).")
@@ -285,8 +297,52 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+#: Target index -> (the measured ceiling's key in ``report["ceilings"]``, the target's threshold on
+#: the ceiling's scale, whether higher is better). A target above its ceiling is a defect.
+TARGET_CEILINGS: dict[int, tuple[str, float, bool]] = {
+    0: ("rmse_over_noise_floor", 1.15, False),
+    2: ("sun_map", 0.90, True),
+    3: ("contribution_r", 0.90, True),
+    4: ("template_r", 0.80, True),
+    5: ("template_sign_agreement", 1.0, True),
+    6: ("mass_in_mask", 0.70, True),
+}
+
+
+def measured_ceilings(report: dict[str, Any], oracle: dict[str, Any] | None) -> dict[str, float | None]:
+    """Each target metric's ceiling, measured on the same data: the noise floor (RMSE ratio 1.0),
+    SUN mAP of the true visible areas, mass_in_mask of the coverage map, and contribution_r,
+    template_r and sign agreement of the oracle-f run (g on the true masks; :mod:`siam.truth.oracle`)."""
+    planted = ((report["models"].get("siam_joint") or {}).get("planted")) or {}
+    o = oracle or {}
+    return {
+        "rmse_over_noise_floor": 1.0 if report.get("noise_floor_rmse") else None,
+        "sun_map": report.get("sun_map_ceiling"),
+        "mass_in_mask": planted.get("mass_in_mask_coverage_map"),
+        "contribution_r": o.get("contribution_r"),
+        "template_r": o.get("template_r"),
+        "template_sign_agreement": o.get("template_sign_agreement"),
+    }
+
+
+def _ceiling_fields(i: int, value: float | None, ceilings: dict[str, Any]) -> dict[str, Any]:
+    """``ceiling``, ``fraction`` (of the ceiling; for the RMSE ratio: ceiling / value) and
+    ``above_ceiling`` (the target asks for more than the ceiling allows: a defect of the target)."""
+    if i not in TARGET_CEILINGS:
+        return {"ceiling": None, "fraction": None, "above_ceiling": None}
+    key, threshold, higher = TARGET_CEILINGS[i]
+    c = ceilings.get(key)
+    if not isinstance(c, (int, float)) or math.isnan(c):
+        return {"ceiling": None, "fraction": None, "above_ceiling": None}
+    frac = None
+    if value is not None and c:
+        frac = value / c if higher else (c / value if value else None)
+    return {"ceiling": float(c), "fraction": frac, "above_ceiling": bool(threshold > c if higher else threshold < c)}
+
+
 def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, measured: ``[{"name", "value", "target", "met"}]``."""
+    """The issue's targets, measured: ``[{"name", "value", "target", "met", "ceiling", "fraction",
+    "above_ceiling"}]`` (ceilings from ``report["ceilings"]``, see :func:`measured_ceilings`)."""
     models = report["models"]
     joint, base = models.get("siam_joint", {}), models.get("baseline", {})
     floor = report.get("noise_floor_rmse")
@@ -308,7 +364,18 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         (None if tj is None or tb is None else tj - tb, tj is not None and tb is not None and tj > tb),
         (report.get("wall_time_s"), (report.get("wall_time_s") or 1e9) <= 600),
     ]
-    return [{"name": n, "value": v, "target": t, "met": bool(ok)} for (n, t), (v, ok) in zip(TARGETS, values)]
+    ceilings = report.get("ceilings") or {}
+    return [{"name": n, "value": v, "target": t, "met": bool(ok), **_ceiling_fields(i, v, ceilings)}
+            for i, ((n, t), (v, ok)) in enumerate(zip(TARGETS, values))]
+
+
+def _oracle(data_dir: Path, son_head_config: Any) -> dict[str, Any] | None:
+    """The oracle-f ceiling on the quickstart's own data (seconds; None without planted truth)."""
+    from siam.truth.oracle import oracle_ceiling
+
+    print("siam quickstart: oracle-f ceiling (g trained on the true masks)", flush=True)
+    return oracle_ceiling(data_dir, son_head_config=son_head_config, split="test",
+                          seed=son_head_config.trainer.seed)
 
 
 def _explain(out: Path, data: Path, models: dict[str, Path], report: dict[str, Any]) -> dict[str, Any]:
@@ -388,6 +455,10 @@ def quickstart(
         t = time.perf_counter()
         report["explain"] = _explain(out, data_dir, chosen, report)
         timings["explain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report["oracle_f"] = _oracle(data_dir, configs["son_head"])
+    timings["oracle_f"] = time.perf_counter() - t
+    report["ceilings"] = measured_ceilings(report, report["oracle_f"])
     report["wall_time_s"] = time.perf_counter() - start
     report["timings_s"] = timings
     report["cpu_time_s"] = _cpu_seconds() - cpu0  # all processes: compare with 2 cores x wall time

@@ -24,7 +24,7 @@ import torch
 from siam.evaluation import planted as P
 from siam.models.heads import TemplateHead, border_mask
 
-__all__ = ["HeadRecipe", "fit_head", "head_recovery", "true_inputs"]
+__all__ = ["HeadRecipe", "fit_head", "head_recovery", "true_inputs", "oracle_ceiling"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,46 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
     seen = pooled.mean(0) > observed_share  # (K, m_t, m_t)
     valid = border_mask(X.shape[-1], border)
     tr = P.template_r(head.effective_templates(), T, names, valid=valid, cells=seen)
-    return {"contribution_r": cr.value, "template_r": tr.value,
+    sg = P.effect_sign_agreement(contrib, planted, present, names)
+    return {"contribution_r": cr.value, "template_r": tr.value, "template_sign_agreement": sg.value,
             "per_attribute": {"contribution_r": cr.per_item, "template_r": tr.per_item},
             "contributions": contrib.numpy(), "planted": planted.numpy(), "present": present.numpy()}
+
+
+def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed: int = 0,
+                   observed_share: float | None = None) -> dict[str, Any] | None:
+    """The oracle-f ceiling of one planted world ``root`` (``siam synth`` layout with truth/): g
+    trained with ``son_head_config``'s recipe on the true masks of the SoN training images and
+    their written scores, evaluated on ``split``. Returns :func:`head_recovery`'s numbers (without
+    the arrays), or None when the folder has no planted truth."""
+    from pathlib import Path
+
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.sun_attributes import read_sun_labels
+    from siam.evaluation.runner import OBSERVED_CELL_SHARE
+
+    root = Path(root)
+    if not (root / "truth" / "meta.json").is_file():
+        return None
+    truth = P.load_truth(root / "truth")
+    cfg = son_head_config
+    names = [a for a in read_sun_labels(root / "sun", attributes=cfg.attributes).names if a in truth.attributes]
+    pre = cfg.preprocessing
+    grid = int(cfg.model.grid)
+    train = ScenicOrNot(root / "son", "train", transform=None)
+    test = ScenicOrNot(root / "son", split, transform=None)
+    x_tr, _ = true_inputs(truth, "son", train.ids, grid=grid, resize=pre.resize, crop=pre.crop, attributes=names)
+    x_te, p_te = true_inputs(truth, "son", test.ids, grid=grid, resize=pre.resize, crop=pre.crop, attributes=names)
+    head = fit_head(x_tr, train.scores.numpy(), recipe=HeadRecipe.from_config(cfg), seed=seed)
+    rec = head_recovery(head, x_te, p_te, truth, names, border=cfg.model.border,
+                        observed_share=OBSERVED_CELL_SHARE if observed_share is None else observed_share)
+    return _finite({k: v for k, v in rec.items() if k not in ("contributions", "planted", "present")})
+
+
+def _finite(obj: Any) -> Any:
+    """NaN -> None, recursively (for JSON reports)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
