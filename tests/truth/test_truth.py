@@ -216,3 +216,28 @@ def test_rerun_reuses_finished_runs(tiny_run: Path, capsys: pytest.CaptureFixtur
     assert "seed 1 joint: already trained" in out and "test world: kept" in out and "oracle inputs: kept" in out
     assert model.stat().st_mtime_ns == before
     assert (tiny_run / "test_world" / "truth" / "meta.json").stat().st_mtime_ns == world
+
+
+def test_bootstrap_mean_ap_agrees_with_sklearn_without_ties() -> None:
+    from sklearn.metrics import average_precision_score
+
+    from siam.truth.run import _mean_ap
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((200, 4))
+    positive = rng.random((200, 4)) < 0.2
+    positive[:, 3] = False  # no positive: left out, as in the report's mAP
+    want = np.mean([average_precision_score(positive[:, k], scores[:, k]) for k in range(3)])
+    assert _mean_ap(scores, positive) == pytest.approx(want, abs=1e-12)
+
+
+def test_data_flag_uses_the_folders_own_test_split(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "on_data"
+    assert main(["truth", "--out", str(out), "--data", str(tiny_run / "data"), "--budget", "tiny", "--seeds", "1"]) == 0
+    r = json.loads((out / "truth.json").read_text())
+    assert r["worlds"]["test_split"] == "test" and r["worlds"]["train"] == str(tiny_run / "data")
+    assert r["test_counts"]["split"] == "test" and not (out / "test_world").exists()
+    assert any("own test split" in n for n in r["notes"])
+    # written by siam synth: the generator can still re-render it and build the decorrelated world
+    assert r["correctness"]["siam_joint"]["values"] and r["decorrelated"]["siam_joint"]["contribution_r"]["values"]
+    assert r["models"]["siam_joint"]["contribution_r"]["values"][0] is not None

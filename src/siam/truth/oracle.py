@@ -117,7 +117,7 @@ def true_inputs(truth: P.PlantedTruth, source: str, ids: Any, *, grid: int, resi
 
 @torch.no_grad()
 def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.PlantedTruth,
-                  attributes: Any, *, border: int = 0, observed_share: float) -> dict[str, Any]:
+                  attributes: Any, *, border: int = 0, observed_share: float = P.OBSERVED_CELL_SHARE) -> dict[str, Any]:
     """contribution_r and template_r (observed cells) of g over test inputs (N, K, m, m), against
     the planted contributions from ``pooled_truth`` (N, K, m_t, m_t) on the truth grid."""
     names = list(attributes)
@@ -129,7 +129,7 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
     planted = P.planted_contributions(T, pooled)  # (N, K)
     present = pooled.flatten(2).amax(-1) > 0  # (N, K)
     cr = P.contribution_r(contrib, planted, present, names)
-    seen = pooled.mean(0) > observed_share  # (K, m_t, m_t)
+    seen = P.observed_cells(pooled, share=observed_share)  # (K, m_t, m_t), as the evaluation's template_r
     valid = border_mask(X.shape[-1], border)
     tr = P.template_r(head.effective_templates(), T, names, valid=valid, cells=seen)
     sg = P.effect_sign_agreement(contrib, planted, present, names)
@@ -148,7 +148,6 @@ def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed
 
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.data.sun_attributes import read_sun_labels
-    from siam.evaluation.runner import OBSERVED_CELL_SHARE
 
     root = Path(root)
     if not (root / "truth" / "meta.json").is_file():
@@ -164,7 +163,7 @@ def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed
     x_te, p_te = true_inputs(truth, "son", test.ids, grid=grid, resize=pre.resize, crop=pre.crop, attributes=names)
     head = fit_head(x_tr, train.scores.numpy(), recipe=HeadRecipe.from_config(cfg), seed=seed)
     rec = head_recovery(head, x_te, p_te, truth, names, border=cfg.model.border,
-                        observed_share=OBSERVED_CELL_SHARE if observed_share is None else observed_share)
+                        observed_share=P.OBSERVED_CELL_SHARE if observed_share is None else observed_share)
     return _finite({k: v for k, v in rec.items() if k not in ("contributions", "planted", "present")})
 
 
