@@ -266,13 +266,13 @@ def _notes(report: dict[str, Any]) -> list[str]:
                      f"{planted['mass_in_mask_coverage_map']:.3f} (thin objects cover little of any cell).")
     tr = (planted.get("template_r") or {}).get("per_attribute") or {}
     if tr:
-        notes.append("template_r averages the attributes whose planted template varies in space: "
+        notes.append("template_r averages the attributes whose planted template varies in space, on the cells where "
+                     "each is seen in the test images (elsewhere no score constrains a template): "
                      + ", ".join(f"{k} {v:.2f}" for k, v in tr.items() if v is not None) + ".")
-    seen = planted.get("template_r_observed_cells") or {}
-    if seen.get("value") is not None:
-        notes.append(f"template_r on the cells where each attribute is ever seen in the test images (elsewhere no "
-                     f"score constrains the template): {seen['value']:.3f} ("
-                     + ", ".join(f"{k} {v:.2f}" for k, v in (seen.get("per_attribute") or {}).items()) + ").")
+    every = planted.get("template_r_all_cells") or {}
+    if every.get("value") is not None:
+        notes.append(f"template_r over all cells, unseen ones included (a detail, inflated by cells no data "
+                     f"constrains): {every['value']:.3f}.")
     above = [t["name"] for t in report.get("targets") or [] if t.get("above_ceiling")]
     if above:
         notes.append("Targets above their measured ceiling (defects of the target, not of the model): "
