@@ -241,3 +241,20 @@ def test_data_flag_uses_the_folders_own_test_split(tiny_run: Path, tmp_path: Pat
     # written by siam synth: the generator can still re-render it and build the decorrelated world
     assert r["correctness"]["siam_joint"]["values"] and r["decorrelated"]["siam_joint"]["contribution_r"]["values"]
     assert r["models"]["siam_joint"]["contribution_r"]["values"][0] is not None
+
+
+def test_budget_recipes_build_every_stage_with_their_epochs(tmp_path: Path) -> None:
+    from siam.quickstart import RECIPE, stage_configs
+    from siam.truth.config import read_budget
+
+    _, quick = read_budget("quick")
+    raw, rest = quick.recipe(RECIPE)
+    cfgs = stage_configs(tmp_path, tmp_path, raw, rest)
+    epochs = {n: c.trainer.max_epochs for n, c in cfgs.items()}
+    assert epochs == {"baseline": 12, "sun": 12, "son_head": 6, "joint": 6}
+    assert RECIPE["stages"]["sun"]["trainer"]["max_epochs"] == 16  # the quickstart's recipe is not changed
+    _, full = read_budget("full")
+    raw, rest = full.recipe(RECIPE)
+    cfgs = stage_configs(tmp_path, tmp_path, raw, rest)
+    assert cfgs["joint"].trainer.max_epochs == 20 and cfgs["joint"].trainer.num_threads is None
+    assert cfgs["sun"].trainer.accelerator == "auto"

@@ -16,6 +16,7 @@ ones (:data:`BUDGETS`) are also shipped as ``configs/truth_quick.yaml`` and ``co
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -82,10 +83,34 @@ class TruthBudget:
         if self.test_max_n < max(self.test_n_sun, self.test_n_son):
             raise ConfigError(f"budget key test_max_n ({self.test_max_n}) must be >= test_n_sun and test_n_son")
 
+    def recipe(self, base: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """(recipe, overrides): ``overrides`` keys under ``stages.<stage>.`` are merged into a copy of
+        the recipe ``base`` (they reach that stage only); the others stay ``KEY=VALUE`` overrides for
+        every stage (above any stage's own value, like ``siam train --set``)."""
+        from siam.training.config import parse_override
+
+        raw = json.loads(json.dumps(base))
+        rest: list[str] = []
+        for o in self.overrides:
+            if o.startswith("stages."):
+                _merge(raw, parse_override(o))
+            else:
+                rest.append(o)
+        return raw, rest
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["overrides"] = list(self.overrides)
         return d
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge ``update`` into ``base`` in place, recursively."""
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
 
 
 def budget_from_dict(data: Any, *, where: str = "budget") -> TruthBudget:

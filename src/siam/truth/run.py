@@ -316,8 +316,8 @@ def truth(
                                "explanations against what was planted, so it needs a planted world")
         train_cfg = _synth_config(world)
     truth_train = load_truth(world / "truth")
-    raw = json.loads(json.dumps(RECIPE))
-    configs = {s: stage_configs(out / f"seed_{s}", world, raw, [*b.overrides, f"trainer.seed={s}"]) for s in range(n_seeds)}
+    raw, overrides = b.recipe(RECIPE)
+    configs = {s: stage_configs(out / f"seed_{s}", world, raw, [*overrides, f"trainer.seed={s}"]) for s in range(n_seeds)}
     probe = configs[0]["son_head"]
     from siam.data.sun_attributes import read_sun_labels
 
@@ -455,8 +455,6 @@ def truth(
             correct[s] = res_s
         say("correctness: " + ", ".join(f"seed {s} SIAM {np.nanmean(c['siam_joint']['correctness']):.3f} Grad-CAM "
                                         f"{np.nanmean(c['gradcam_baseline']['correctness']):.3f}" for s, c in correct.items()))
-    elif b.correctness_scenes > 0:
-        pass  # noted above (no generator settings)
     timings["correctness"] = time.perf_counter() - t
 
     train_presence = (x_train.reshape(len(x_train), len(names), -1).max(-1) > 0).mean(0)
