@@ -258,3 +258,12 @@ def test_budget_recipes_build_every_stage_with_their_epochs(tmp_path: Path) -> N
     cfgs = stage_configs(tmp_path, tmp_path, raw, rest)
     assert cfgs["joint"].trainer.max_epochs == 20 and cfgs["joint"].trainer.num_threads is None
     assert cfgs["sun"].trainer.accelerator == "auto"
+
+
+def test_help_names_the_flags_and_budgets(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["truth", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--data", "--seeds", "--budget", "quick", "full"):
+        assert flag in text
