@@ -267,3 +267,24 @@ def test_help_names_the_flags_and_budgets(capsys: pytest.CaptureFixture[str]) ->
     text = capsys.readouterr().out
     for flag in ("--out", "--data", "--seeds", "--budget", "quick", "full"):
         assert flag in text
+
+
+def test_seed_stats_and_where_the_gaps_are() -> None:
+    from siam.truth.report import _gaps, seed_stats
+
+    s = seed_stats([0.5, 0.7, float("nan")])
+    assert s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert s["values"] == [0.5, 0.7, None]
+    assert seed_stats([0.3]) == {"mean": 0.3, "sd": 0.0, "values": [0.3]}
+
+    def m(v: float | None) -> dict:
+        return {"mean": v}
+
+    report = {"models": {"siam_joint": {"contribution_r": m(0.7), "template_r": m(0.2), "sun_map": m(0.6),
+                                        "mass_in_mask": m(0.25)},
+                         "siam_no_finetune": {"contribution_r": m(0.65), "template_r": m(0.1)}},
+              "ceilings": {"contribution_r": m(0.95), "template_r": m(0.5), "sun_map": m(0.89), "mass_in_mask": m(0.55)}}
+    gaps = _gaps(report)
+    assert "The gap to the oracle (0.250) is f's" in gaps[0] and "(0.050) is g's recipe" in gaps[0]
+    assert gaps[1].startswith("template_r: SIAM joint 0.200") and "(0.300) is f's" in gaps[1]
+    assert "the gap (0.290) is f's alone" in gaps[2] and "the gap (0.300) is f's alone" in gaps[3]

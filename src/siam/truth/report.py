@@ -239,6 +239,7 @@ def _summary(report: Mapping[str, Any]) -> list[str]:
     corr = report["correctness"]
     if corr:
         lines.append("  correctness: " + ", ".join(f"{k} {_f(corr[k]['mean'])}" for k in ("siam_joint", "gradcam_baseline", "random")))
+    lines += [f"  gap: {g}" for g in report.get("gaps") or []]
     return lines
 
 
