@@ -288,3 +288,50 @@ def test_seed_stats_and_where_the_gaps_are() -> None:
     assert "The gap to the oracle (0.250) is f's" in gaps[0] and "(0.050) is g's recipe" in gaps[0]
     assert gaps[1].startswith("template_r: SIAM joint 0.200") and "(0.300) is f's" in gaps[1]
     assert "the gap (0.290) is f's alone" in gaps[2] and "the gap (0.300) is f's alone" in gaps[3]
+
+
+def test_correctness_effects_are_score_changes_of_the_re_rendered_scenes(oracle_world: dict) -> None:
+    from PIL import Image
+
+    from siam.data.scenic_or_not import ScenicOrNot
+    from siam.data.transforms import Preprocessing, eval_transform
+    from siam.evaluation.planted import correctness
+    from siam.models import build_model
+    from siam.models.baseline import build_baseline
+    from siam.truth.correctness import gradcam_correctness, render_scene_set, siam_correctness
+
+    root = oracle_world["truth"].root.parent
+    names = oracle_world["names"]
+    ids = ScenicOrNot(root / "son", "test", transform=None).ids[:3]
+    scenes = render_scene_set(root, ids, names)
+    for n, ident in enumerate(ids):  # the originals are exactly the written files
+        written = np.asarray(Image.open(root / "son" / "images" / f"{ident}.jpg").convert("RGB"))
+        np.testing.assert_array_equal(scenes.images[n], written)
+        shown = scenes.masks[n].reshape(len(names), -1).any(1)
+        np.testing.assert_array_equal(scenes.present[n], shown)
+    assert len(scenes.images) == len(ids) + int(scenes.present.sum())
+
+    pre = Preprocessing(resize=64, crop=64)
+    torch.manual_seed(0)
+    model = build_model(backbone="tiny", attributes=list(reversed(names)), grid=8, border=0, preprocessing=pre).eval()
+    with torch.no_grad():
+        model.template_head.templates.uniform_(0, 1)
+        model.attribute_head.conv.bias.fill_(0.2)
+    got = siam_correctness(model, scenes)
+    tf = eval_transform(pre)
+    with torch.no_grad():
+        out = model(torch.stack([tf(im) for im in scenes.images]))
+    score = out.score.numpy().astype(np.float64)
+    n, k = np.argwhere(scenes.present)[0]
+    assert got["effects"][n, k] == pytest.approx(score[n] - score[scenes.index[n, k]], abs=1e-5)
+    assert np.isnan(got["effects"][~scenes.present]).all()
+    # attributions in the scenes' attribute order, although the model's order is reversed
+    pos = list(model.attributes).index(names[k])
+    assert got["attributions"][n, k] == pytest.approx(float(out.contributions[n, pos]), abs=1e-5)
+    np.testing.assert_allclose(got["correctness"], correctness(got["attributions"], np.nan_to_num(got["effects"]),
+                                                               scenes.present), equal_nan=True)
+    base = build_baseline(backbone="tiny", preprocessing=pre).eval()
+    gc = gradcam_correctness(base, scenes)
+    assert gc["attributions"].shape == scenes.present.shape and (gc["attributions"] >= 0).all()
+    ok = np.isfinite(gc["correctness"])
+    assert ((gc["correctness"][ok] >= 0) & (gc["correctness"][ok] <= 1)).all()
