@@ -335,3 +335,22 @@ def test_correctness_effects_are_score_changes_of_the_re_rendered_scenes(oracle_
     assert gc["attributions"].shape == scenes.present.shape and (gc["attributions"] >= 0).all()
     ok = np.isfinite(gc["correctness"])
     assert ((gc["correctness"][ok] >= 0) & (gc["correctness"][ok] <= 1)).all()
+
+
+def test_data_not_written_by_siam_synth_skips_what_needs_the_generator(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    world = tmp_path / "foreign"
+    shutil.copytree(tiny_run / "data", world)
+    meta_p = world / "truth" / "meta.json"
+    meta = json.loads(meta_p.read_text())
+    meta.pop("generator")
+    meta.pop("settings")
+    meta_p.write_text(json.dumps(meta))
+    out = tmp_path / "on_foreign"
+    assert main(["truth", "--out", str(out), "--data", str(world), "--budget", "tiny", "--seeds", "1"]) == 0
+    r = json.loads((out / "truth.json").read_text())
+    assert r["correctness"] == {} and r["decorrelated"] == {}
+    assert any("not written by siam synth" in n and "skipped" in n for n in r["notes"])
+    assert r["models"]["siam_joint"]["correctness"]["values"] == [None]
+    assert "not written by siam synth" in (out / "truth.md").read_text()
