@@ -44,6 +44,8 @@ MODELS: dict[str, str] = {"siam_joint": "joint", "siam_no_finetune": "son_head",
 #: Generator seeds of the test worlds (the training world uses seed 0).
 TEST_WORLD_SEED = 1
 DECORRELATED_SEED = 2
+#: Seconds between progress lines while child processes train.
+HEARTBEAT_S = 60.0
 #: Seed of the choice of scenes (correctness) and of the bootstrap.
 _PICK_SEED = 5
 
@@ -174,8 +176,13 @@ def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str
     paths: dict[int, dict[str, Path]] = {s: {} for s in configs}
     running: list[tuple[int, list[str], str, Any, float]] = []
     slots = _usable_cores()
+    beat = time.perf_counter()
     try:
         while jobs or running:
+            if running and time.perf_counter() - beat >= HEARTBEAT_S:
+                beat = time.perf_counter()
+                say("training: " + ", ".join(f"seed {s} {n} ({beat - t0:.0f} s)" for s, _, n, _, t0 in running)
+                    + f"; {sum(len(st) for _, st in jobs)} stage(s) waiting")
             while jobs and len(running) < slots:
                 s, stages = jobs.pop(0)
                 name = stages[0]
@@ -257,6 +264,18 @@ def _mean_ap(scores: np.ndarray, positive: np.ndarray) -> float:
     n_pos = y.sum(0)
     ok = n_pos > 0
     return float(((precision * y).sum(0)[ok] / n_pos[ok]).mean()) if ok.any() else math.nan
+
+
+def _finite_mean(x: Any) -> float | None:
+    v = np.asarray(x, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
+
+
+def _fmt(v: Any) -> str:
+    """A number with 3 decimals, or n/a."""
+    x = _num(v)
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _num(v: Any) -> float | None:
@@ -398,7 +417,7 @@ def truth(
     for s in range(n_seeds):
         head = fit_head(x_train, y_train, recipe=recipe, seed=s)
         oracle[s] = head_recovery(head, x_test, pooled_test, truth_test, names, border=border, observed_share=OBSERVED_CELL_SHARE)
-    say("oracle-f: " + ", ".join(f"seed {s} contribution_r {o['contribution_r']:.3f} template_r {o['template_r']:.3f}"
+    say("oracle-f: " + ", ".join(f"seed {s} contribution_r {_fmt(o['contribution_r'])} template_r {_fmt(o['template_r'])}"
                                  for s, o in oracle.items()))
     timings["oracle"] = time.perf_counter() - t
 
@@ -419,8 +438,8 @@ def truth(
                                         seed=s, border=border, observed_share=OBSERVED_CELL_SHARE)
         joint = load_checkpoint(paths[s]["joint"])
         randomised[s] = C.cascading_randomisation(joint, test_images[: b.randomisation_images], seed=s)
-        say(f"seed {s}: shuffled control contribution_r {shuffled[s]['contribution_r']:.3f}; randomisation last step "
-            f"Spearman {randomised[s][-1]['spearman']}")
+        say(f"seed {s}: shuffled control contribution_r {_fmt(shuffled[s]['contribution_r'])}; randomisation last step "
+            f"Spearman {_fmt(randomised[s][-1]['spearman'])}")
     timings["controls"] = time.perf_counter() - t
 
     # decorrelated world
@@ -434,7 +453,8 @@ def truth(
             for rname in ("siam_joint", "siam_no_finetune"):
                 r = evaluate_model(load_checkpoint(paths[s][MODELS[rname]]), dev, batch_size=b.eval_batch_size)
                 decorrelated[s][rname] = r.get("contribution_r")
-        say("decorrelated world: " + ", ".join(f"seed {s} joint {v['siam_joint']}" for s, v in decorrelated.items()))
+        say("decorrelated world contribution_r: " + ", ".join(f"seed {s} joint {_fmt(v['siam_joint'])}"
+                                                                for s, v in decorrelated.items()))
     timings["decorrelated"] = time.perf_counter() - t
 
     # correctness (re-rendered scenes)
@@ -453,8 +473,9 @@ def truth(
             res_s["gradcam_baseline"] = K.gradcam_correctness(load_checkpoint(paths[s]["baseline"]), scenes)
             res_s["random"] = {"correctness": K.random_correctness(res_s["siam_joint"]["effects"], scenes.present, seed=s)}
             correct[s] = res_s
-        say("correctness: " + ", ".join(f"seed {s} SIAM {np.nanmean(c['siam_joint']['correctness']):.3f} Grad-CAM "
-                                        f"{np.nanmean(c['gradcam_baseline']['correctness']):.3f}" for s, c in correct.items()))
+        say("correctness: " + ", ".join(f"seed {s} SIAM {_fmt(_finite_mean(c['siam_joint']['correctness']))} Grad-CAM "
+                                        f"{_fmt(_finite_mean(c['gradcam_baseline']['correctness']))}"
+                                        for s, c in correct.items()))
     timings["correctness"] = time.perf_counter() - t
 
     train_presence = (x_train.reshape(len(x_train), len(names), -1).max(-1) > 0).mean(0)
