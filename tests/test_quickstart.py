@@ -153,3 +153,46 @@ def test_chain_takes_the_baseline_core_once_it_exits() -> None:
         assert torch.get_num_threads() == 2  # baseline already trained earlier: both cores at once
     finally:
         torch.set_num_threads(before)
+
+
+def test_targets_are_restated_against_measured_ceilings() -> None:
+    from siam.quickstart import TARGETS, check_targets
+
+    report = {
+        "models": {"siam_joint": {"son_rmse": 0.6, "sun_map": 0.8, "contribution_r": 0.72, "template_r": 0.4,
+                                  "template_sign_agreement": 1.0, "mass_in_mask": 0.3, "total_map_r": 0.3},
+                   "baseline": {"son_rmse": 0.7, "total_map_r": 0.2}},
+        "noise_floor_rmse": 0.4, "wall_time_s": 500.0,
+        "ceilings": {"rmse_over_noise_floor": 1.0, "sun_map": 0.89, "mass_in_mask": 0.55, "contribution_r": 0.96,
+                     "template_r": 0.5, "template_sign_agreement": 1.0},
+    }
+    got = {t["name"]: t for t in check_targets(report)}
+    assert len(got) == len(TARGETS)
+    sun = got["SIAM joint SUN mAP >= 0.90"]
+    assert sun["ceiling"] == 0.89 and sun["fraction"] == pytest.approx(0.8 / 0.89) and sun["above_ceiling"] is True
+    mass = got["mass_in_mask >= 0.70"]
+    assert mass["above_ceiling"] is True and mass["fraction"] == pytest.approx(0.3 / 0.55)
+    tr = got["template_r >= 0.80"]
+    assert tr["above_ceiling"] is True and tr["fraction"] == pytest.approx(0.4 / 0.5) and not tr["met"]
+    cr = got["contribution_r >= 0.90"]
+    assert cr["above_ceiling"] is False and cr["fraction"] == pytest.approx(0.75)
+    rmse = got["SIAM joint RMSE <= 1.15 x noise floor"]
+    assert rmse["value"] == pytest.approx(1.5) and rmse["fraction"] == pytest.approx(1 / 1.5)
+    assert rmse["above_ceiling"] is False  # 1.15 x the floor is reachable: the floor itself is 1.0
+    assert got["total wall time <= 10 minutes"]["ceiling"] is None
+    # without measured ceilings nothing is claimed
+    report.pop("ceilings")
+    assert all(t["ceiling"] is None and t["above_ceiling"] is None for t in check_targets(report))
+
+
+def test_quickstart_report_has_the_oracle_ceiling_beside_each_target(smoke: Path) -> None:
+    report = json.loads((smoke / "report.json").read_text())
+    oracle = report["oracle_f"]
+    assert isinstance(oracle["contribution_r"], float)
+    assert oracle["template_r"] is None or isinstance(oracle["template_r"], float)  # None: no varying template seen
+    assert report["ceilings"]["contribution_r"] == oracle["contribution_r"]
+    assert report["ceilings"]["sun_map"] == report["sun_map_ceiling"]
+    cr = next(t for t in report["targets"] if t["name"] == "contribution_r >= 0.90")
+    assert cr["ceiling"] == oracle["contribution_r"]
+    md = (smoke / "report.md").read_text()
+    assert "| ceiling | fraction of ceiling | met |" in md

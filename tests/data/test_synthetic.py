@@ -19,7 +19,7 @@ from siam.data import synthetic as syn
 from siam.data._synth_render import NOT_DISTINCT, RENDERED, render_scene
 from siam.data._synth_sun33 import sun33_levels
 from siam.data.synthetic import DEFAULT_ATTRIBUTES, SynthConfig, generate, planted_templates, pool_to_grid
-from siam.errors import ConfigError
+from siam.errors import ConfigError, DatasetError
 from siam.vocab import SUN33
 
 SMALL = SynthConfig(n_sun=40, n_son=60, size=(64, 64), grid=8)
@@ -84,7 +84,7 @@ def test_layout(runs: dict[str, Path]) -> None:
         assert (d / rel).is_file(), rel
     assert {"attributes", "grid", "bias", "noise_floor_rmse", "settings"} <= set(meta)
     assert meta["attributes"] == list(DEFAULT_ATTRIBUTES) and meta["grid"] == 8
-    assert set(meta["noise_floor_rmse"]) == {"train", "val", "test"}
+    assert set(meta["noise_floor_rmse"]) == {"train", "val", "test", "all"}
     t = np.load(d / "truth" / "templates.npy")
     assert t.dtype == np.float32 and t.shape == (k, 8, 8)
     assert SynthConfig.from_dict(meta["settings"]) == SMALL
@@ -204,6 +204,8 @@ def test_noise_floor_is_the_rmse_of_the_clean_score(runs: dict[str, Path]) -> No
         rmse = float(np.sqrt(np.mean((y[sl] - avg[sl]) ** 2)))
         assert rmse == pytest.approx(meta["noise_floor_rmse"][split], rel=1e-9, abs=1e-12)
         assert rmse > 0.2  # the floor is clearly above 0 with the default vote noise
+    rmse_all = float(np.sqrt(np.mean((y - avg) ** 2)))  # every SoN image, for split="all"
+    assert rmse_all == pytest.approx(meta["noise_floor_rmse"]["all"], rel=1e-9, abs=1e-12)
 
 
 def test_average_scatters_around_the_clean_score_at_the_noise_level(runs: dict[str, Path]) -> None:
@@ -427,6 +429,164 @@ def test_project_loaders_read_the_output(runs: dict[str, Path]) -> None:
         # the noise floor is defined on exactly the loader's split
         rmse = np.sqrt(np.mean((y[block] - son.table.average) ** 2))
         assert rmse == pytest.approx(meta["noise_floor_rmse"][split], rel=1e-9)
+    son = ScenicOrNot(d / "son", "all", transform=tr)  # a separate test world is evaluated whole
+    assert son.ids == ids
+    assert np.sqrt(np.mean((y - son.table.average) ** 2)) == pytest.approx(meta["noise_floor_rmse"]["all"], rel=1e-9)
+    sun = SunAttributes(d / "sun", "all", transform=tr, attributes=meta["attributes"])
+    assert sun.rows.tolist() == list(range(len(sets)))
     evalset = SonAttributeSet(d / "son_attributes.csv", d / "son" / "images", transform=tr)
     assert len(evalset) == meta["son_attributes"]["n"] and evalset.attributes == tuple(meta["attributes"])
     assert evalset[0].image.shape == (3, 64, 64)
+
+
+# --- re-rendering one scene from its seed (FunnyBirds-style interventions) ----------------------
+
+def _written_jpeg(d: Path, source: str, key: str) -> bytes:
+    if source == "son":
+        return (d / "son" / "images" / f"{key}.jpg").read_bytes()
+    return (d / "sun" / "images" / "synth" / f"scene_{int(key):05d}.jpg").read_bytes()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    import io
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def _mcu_cover(mask: np.ndarray, block: int = 16) -> np.ndarray:
+    """(H, W) bool: the JPEG MCUs (16 x 16 with 4:2:0 chroma) touching ``mask``, grown by 1 px
+    (the decoder's chroma upsampling reads one neighbouring chroma sample)."""
+    h, w = mask.shape
+    cover = np.zeros_like(mask)
+    for y in range(0, h, block):
+        for x in range(0, w, block):
+            if mask[y: y + block, x: x + block].any():
+                cover[y: y + block, x: x + block] = True
+    grown = cover.copy()
+    grown[1:] |= cover[:-1]
+    grown[:-1] |= cover[1:]
+    grown[:, 1:] |= grown[:, :-1]
+    grown[:, :-1] |= grown[:, 1:]
+    return grown
+
+
+def test_render_scene_reproduces_the_written_scene_exactly(runs: dict[str, Path]) -> None:
+    d = runs["a"]
+    ids, y = _clean_scores(d)
+    for source, keys in (("son", ids[:8]), ("sun", ["0", "7", 39])):
+        for key in keys:
+            scene = syn.render_scene(d, source, key)
+            assert scene.image.dtype == np.uint8 and scene.image.shape == (64, 64, 3)
+            assert scene.attributes == tuple(_meta(d)["attributes"]) and scene.without == ()
+            assert np.array_equal(scene.masks, _masks(d, source, str(key)))
+            # the same encoding gives the very bytes generate() wrote
+            assert syn.encode_as_written(scene) == _written_jpeg(d, source, str(key))
+            assert syn.encode_as_written(scene.image, quality=scene.quality) == _written_jpeg(d, source, str(key))
+            if source == "son":
+                assert scene.clean_score == pytest.approx(y[ids.index(key)], rel=1e-12)
+
+
+def test_render_without_an_attribute_changes_only_its_pixels(runs: dict[str, Path]) -> None:
+    """Before encoding, the edit differs from the original exactly on the attribute's visible mask
+    (tolerance 0 px: drawing has no anti-aliasing); after JPEG encoding, only inside the 16 x 16
+    MCUs touching the mask, plus 1 px. Removing i can reveal what it covered: other masks only grow,
+    and the clean score drops by exactly <T_i, pool(M_i)> when none grew."""
+    d = runs["a"]
+    meta = _meta(d)
+    templates = np.load(d / "truth" / "templates.npy").astype(np.float64)
+    ids, _ = _clean_scores(d)
+    pairs = revealed = 0
+    for key in ids[:12]:
+        scene = syn.render_scene(d, "son", key)
+        for k, name in enumerate(scene.attributes):
+            if not scene.masks[k].any():
+                continue
+            edit = syn.render_scene(d, "son", key, without=name)
+            pairs += 1
+            changed = (edit.image != scene.image).any(-1)
+            assert np.array_equal(changed, scene.masks[k]), name  # all of the mask, nothing else
+            assert not edit.masks[k].any() and edit.without == (name,)
+            others = np.delete(np.arange(len(scene.attributes)), k)
+            assert (edit.masks[others] >= scene.masks[others]).all()  # occluded parts may appear
+            enc = (_decode(syn.encode_as_written(edit)) != _decode(syn.encode_as_written(scene))).any(-1)
+            assert not (enc & ~_mcu_cover(scene.masks[k])).any()
+            own = float(np.sum(templates[k] * pool_to_grid(scene.masks[k:k + 1], meta["grid"])[0]))
+            recomputed = meta["bias"] + float(np.sum(templates * pool_to_grid(edit.masks, meta["grid"])))
+            assert edit.clean_score == pytest.approx(recomputed, abs=1e-9)
+            if np.array_equal(edit.masks[others], scene.masks[others]):
+                assert edit.clean_score == pytest.approx(scene.clean_score - own, abs=1e-9)
+            else:
+                revealed += 1
+    assert pairs >= 10 and revealed >= 1  # both cases (nothing revealed, something revealed) occur
+
+
+def test_render_without_several_and_bad_requests(runs: dict[str, Path], tmp_path: Path) -> None:
+    d = runs["a"]
+    ids, _ = _clean_scores(d)
+    scene = syn.render_scene(d, "son", ids[0])
+    shown = [n for k, n in enumerate(scene.attributes) if scene.masks[k].any()]
+    edit = syn.render_scene(d, "son", int(ids[0]), without=shown)  # IDs as int work too
+    assert not edit.masks.any() and edit.drawn == scene.drawn
+    with pytest.raises(DatasetError, match="unicorn"):
+        syn.render_scene(d, "son", ids[0], without="unicorn")
+    with pytest.raises(DatasetError, match="no ScenicOrNot image with ID"):
+        syn.render_scene(d, "son", "999999")
+    with pytest.raises(DatasetError, match="row index"):
+        syn.render_scene(d, "sun", 40)
+    with pytest.raises(DatasetError, match="'son' or 'sun'"):
+        syn.render_scene(d, "val", 1)
+    with pytest.raises(DatasetError, match="missing"):
+        syn.render_scene(tmp_path, "son", ids[0])
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "truth" / "meta.json").write_text('{"attributes": ["trees"]}')
+    with pytest.raises(DatasetError, match="not written by siam synth"):
+        syn.render_scene(tmp_path, "son", ids[0])
+    with pytest.raises(ConfigError, match="quality"):
+        syn.encode_as_written(scene.image)
+
+
+# --- a decorrelated test world; a big test world of the same config --------------------------------
+
+def _presence_draws(cfg: SynthConfig, n: int) -> np.ndarray:
+    state = syn._state(0, cfg, None)
+    rows = []
+    for i in range(n):
+        shown = set(syn._sample_present(np.random.default_rng([7, i]), state))
+        rows.append([a in shown for a in cfg.attributes])
+    return np.asarray(rows, dtype=np.float64), state["marginal"]
+
+
+def test_decorrelate_keeps_the_marginals_and_drops_cooccurrence() -> None:
+    n = 4000
+    ordinary, share = _presence_draws(SynthConfig(), n)
+    decorrelated, share_d = _presence_draws(SynthConfig(decorrelate=True), n)
+    assert np.allclose(share, share_d)
+    se = np.sqrt(share * (1 - share) / n)
+    assert (np.abs(ordinary.mean(0) - share) < 4.5 * se).all()  # the shares are the ordinary world's
+    assert (np.abs(decorrelated.mean(0) - share) < 4.5 * se).all()
+    off = ~np.eye(len(share), dtype=bool)
+    corr_o, corr_d = np.corrcoef(ordinary.T)[off], np.corrcoef(decorrelated.T)[off]
+    assert np.abs(corr_o).max() > 0.3 and np.mean(np.abs(corr_o) > 0.1) > 0.05  # real co-occurrence
+    assert np.abs(corr_d).max() < 5 / np.sqrt(n)  # ~0: independent draws
+    assert np.abs(corr_d).mean() < 0.3 * np.abs(corr_o).mean()
+
+
+def test_cli_decorrelate_writes_it_into_meta(tmp_path: Path) -> None:
+    args = ["synth", "--out", str(tmp_path / "d"), "--n-sun", "10", "--n-son", "10", "--size", "32",
+            "--grid", "4", "--workers", "1", "--quiet", "--decorrelate"]
+    assert main(args) == 0
+    meta = _meta(tmp_path / "d")
+    assert meta["settings"]["decorrelate"] is True and meta["presence"]["decorrelate"] is True
+    assert set(meta["presence"]["share"]) == set(meta["attributes"])
+    assert SynthConfig.from_dict(meta["settings"]).decorrelate is True
+    with pytest.raises(ConfigError, match="decorrelate"):
+        SynthConfig(decorrelate="yes")  # type: ignore[arg-type]
+
+
+def test_a_test_world_of_another_seed_shares_the_planted_truth(runs: dict[str, Path]) -> None:
+    a, c = runs["a"], runs["c"]  # same config, seeds 0 and 1
+    assert np.array_equal(np.load(a / "truth" / "templates.npy"), np.load(c / "truth" / "templates.npy"))
+    ma, mc = _meta(a), _meta(c)
+    assert ma["bias"] == mc["bias"] and ma["templates"] == mc["templates"] and ma["settings"] == mc["settings"]
+    assert ma["presence"]["share"] == mc["presence"]["share"]

@@ -92,13 +92,29 @@ def test_mass_in_mask_hand_computed() -> None:
     maps[0, 1] = 1.0  # uniform map: a quarter inside
     got = P.mass_in_mask(maps, frac, torch.tensor([[True, True]]))
     np.testing.assert_allclose(got, [0.75, 0.25])
-    # Absent attributes and empty maps are left out.
+    # An empty map of a present attribute scores 0 (issue 11: it used to be left out); absent
+    # attributes, and present ones with no coverage in the model's view, are not pairs.
     maps[0, 1] = 0.0
+    np.testing.assert_allclose(P.mass_in_mask(maps, frac, torch.tensor([[True, True]])), [0.75, 0.0])
+    assert P.mass_in_mask(maps, frac, torch.tensor([[False, False]])).size == 0
+    frac[0, 1] = 0.0  # present in the image, but cropped away: not a pair
     np.testing.assert_allclose(P.mass_in_mask(maps, frac, torch.tensor([[True, True]])), [0.75])
-    assert P.mass_in_mask(maps, frac, torch.tensor([[False, True]])).size == 0
 
 
-def test_total_map_r_uses_only_valid_cells_and_nan_for_constant() -> None:
+def test_mass_in_mask_counts_a_model_that_fires_on_nothing_as_zero() -> None:
+    """The issue's case: every map empty except one well-placed pair; 162 present pairs."""
+    n, k = 54, 3
+    frac = torch.zeros(n, k, 2, 2)
+    frac[..., 0, :] = 0.5  # each attribute covers half of the top row of cells
+    maps = torch.zeros(n, k, 2, 2)
+    maps[0, 0, 0, 0], maps[0, 0, 1, 1] = 0.82, 0.18  # 0.82 * 0.5 / 1.0 inside, hand-computed 0.41
+    got = P.mass_in_mask(maps, frac, torch.ones(n, k, dtype=torch.bool))
+    assert got.shape == (162,)
+    assert got[0] == pytest.approx(0.41) and (got[1:] == 0).all()
+    assert got.mean() == pytest.approx(0.41 / 162)  # today's code gave 0.41 (1 pair of 162 scored)
+
+
+def test_total_map_r_uses_only_valid_cells_and_treats_constant_maps_alike() -> None:
     planted = torch.arange(16.0).reshape(1, 4, 4)
     pred = planted.clone()
     pred[0, 0, 0] = 100.0  # garbage in a border cell
@@ -106,7 +122,25 @@ def test_total_map_r_uses_only_valid_cells_and_nan_for_constant() -> None:
     valid[0, 0] = 0
     assert P.total_map_r(pred, planted, valid=valid)[0] == pytest.approx(1.0)
     assert P.total_map_r(pred, planted)[0] < 0.99
-    assert np.isnan(P.total_map_r(torch.ones(1, 4, 4), planted)[0])
+    # a constant predicted map locates nothing: r = 0 (it used to be NaN and dropped, which
+    # favoured a model with many constant maps); a constant planted map judges no model: NaN
+    assert P.total_map_r(torch.ones(1, 4, 4), planted)[0] == 0.0
+    both = P.total_map_r(torch.stack([planted[0], torch.zeros(4, 4)]), torch.cat([planted, planted]))
+    np.testing.assert_allclose(both, [1.0, 0.0])
+    assert np.nanmean(both) == pytest.approx(0.5)  # today's code: 1.0
+    assert np.isnan(P.total_map_r(planted, torch.zeros(1, 4, 4))[0])
+    assert P.constant_maps(torch.stack([planted[0], torch.zeros(4, 4)]), 4).tolist() == [False, True]
+    # on valid cells only: garbage confined to the border does not make a map non-constant
+    assert P.constant_maps(torch.where(valid > 0, 2.0, 9.0)[None], 4, valid=valid).tolist() == [True]
+
+
+def test_observed_cells_are_those_with_mean_coverage_above_the_share() -> None:
+    pooled = torch.zeros(10, 2, 2, 2)
+    pooled[0, 0, 1, :] = 0.5  # attribute 0 seen once in the bottom row: mean 0.05
+    pooled[:, 1, 0, 0] = 0.001  # attribute 1 barely: mean 0.001 < 0.002
+    got = P.observed_cells(pooled)
+    assert got.tolist() == [[[False, False], [True, True]], [[False, False], [False, False]]]
+    assert P.observed_cells(pooled, share=0.0005)[1, 0, 0]
 
 
 def test_load_truth_and_masks(tmp_path: Path) -> None:
@@ -141,3 +175,95 @@ def test_template_r_on_observed_cells_ignores_unconstrained_ones() -> None:
     assert seen.value == pytest.approx(1.0) and seen.skipped == ["d"]
     with pytest.raises(ValueError, match="cells must be"):
         P.template_r(learned, T, NAMES, cells=cells[:2])
+
+
+# --- explanation checks: correctness, map_spearman, bootstrap_ci ---------------------------------
+
+
+def test_correctness_is_funnybirds_half_rho_plus_half_per_image() -> None:
+    attr = np.array([
+        [3.0, 2.0, 1.0, 9.0],  # present a, b, c: same order as the effects -> rho 1 -> 1.0
+        [1.0, 2.0, 3.0, 0.0],  # reversed -> rho -1 -> 0.0
+        [1.0, 3.0, 2.0, 0.0],  # hand-computed: ranks (1, 3, 2) vs (3, 2, 1): rho = -0.5 -> 0.25
+        [5.0, 5.0, 5.0, 5.0],  # constant attribution: ranks nothing -> rho 0 -> 0.5
+        [1.0, 2.0, 0.0, 0.0],  # one present attribute: NaN
+        [1.0, 2.0, 3.0, 0.0],  # effects all equal: nothing to rank -> NaN
+    ])
+    eff = np.array([
+        [30.0, 20.0, -1.0, 0.0],
+        [3.0, 2.0, 1.0, 0.0],
+        [3.0, 2.0, 1.0, 0.0],
+        [1.0, 2.0, 3.0, 0.0],
+        [1.0, 2.0, 3.0, 0.0],
+        [2.0, 2.0, 2.0, 0.0],
+    ])
+    present = np.array([[1, 1, 1, 0]] * 4 + [[1, 0, 0, 0], [1, 1, 1, 0]], bool)
+    got = P.correctness(attr, eff, present)
+    np.testing.assert_allclose(got[:4], [1.0, 0.0, 0.25, 0.5])
+    assert np.isnan(got[4]) and np.isnan(got[5])
+    # the absent attribute d (attribution 9) is not ranked: else row 0 would not be perfect
+    # cross-check with scipy on random data, ties included
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    a, e = rng.integers(0, 4, (20, 6)).astype(float), rng.normal(size=(20, 6))
+    pr = rng.random((20, 6)) < 0.7
+    got = P.correctness(a, e, pr)
+    for n in range(20):
+        k = pr[n]
+        if k.sum() < 2:
+            assert np.isnan(got[n])
+            continue
+        rho = spearmanr(a[n, k], e[n, k]).statistic
+        assert got[n] == pytest.approx(0.5 * (0.0 if np.isnan(rho) else rho) + 0.5)
+    with pytest.raises(ValueError, match="N, K"):
+        P.correctness(a[:, :3], e, pr)
+
+
+def test_map_spearman_per_image_against_scipy_and_nan_for_constant_maps() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 3, 4, 4))
+    b = a**3 + 0.5 * rng.normal(size=a.shape)
+    b[1] = np.exp(a[1])  # monotone: 1
+    b[2] = -a[2]  # reversed: -1
+    b[3] = 0.0  # constant: NaN
+    got = P.map_spearman(a, torch.as_tensor(b))
+    assert got.shape == (5,)
+    assert got[1] == pytest.approx(1.0) and got[2] == pytest.approx(-1.0) and np.isnan(got[3])
+    for n in (0, 4):
+        assert got[n] == pytest.approx(spearmanr(a[n].ravel(), b[n].ravel()).statistic)
+    with pytest.raises(ValueError, match="one shape"):
+        P.map_spearman(a, b[:, :2])
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n() -> None:
+    rng = np.random.default_rng(3)
+    small, big = rng.normal(2.0, 1.0, 50), rng.normal(2.0, 1.0, 2000)
+    lo, hi = P.bootstrap_ci(small, n_boot=500)
+    assert lo < small.mean() < hi
+    # percentile bootstrap of a mean ~ mean +- 1.96 sd / sqrt(n)
+    assert hi - lo == pytest.approx(2 * 1.96 * small.std() / np.sqrt(50), rel=0.2)
+    lo2, hi2 = P.bootstrap_ci(big, n_boot=500)
+    assert hi2 - lo2 < 0.25 * (hi - lo)
+    assert P.bootstrap_ci(small, n_boot=200, seed=4) == P.bootstrap_ci(small, n_boot=200, seed=4)
+    # NaN entries are ignored by the default nanmean; a constant sample has a zero-width interval
+    assert P.bootstrap_ci(np.array([1.0, np.nan, 1.0, 1.0])) == (1.0, 1.0)
+
+
+def test_bootstrap_ci_resamples_paired_arrays_together() -> None:
+    rng = np.random.default_rng(5)
+    target = rng.normal(size=300)
+    pred = target + rng.normal(0, 0.5, 300)
+    rmse = lambda p, t: np.sqrt(np.mean((p - t) ** 2))  # noqa: E731
+    lo, hi = P.bootstrap_ci((pred, target), stat=rmse, n_boot=400)
+    assert lo < rmse(pred, target) < hi and 0.4 < lo < hi < 0.6
+    # resampled together: pred == target stays exactly 0 (apart it would not)
+    assert P.bootstrap_ci((target, target), stat=rmse, n_boot=50) == (0.0, 0.0)
+    # per-attribute r over (N, K) arrays: stat may take the whole rows
+    first_r = lambda x, y: np.corrcoef(x[:, 0], y[:, 0])[0, 1]  # noqa: E731
+    lo, hi = P.bootstrap_ci((np.stack([pred, -pred], 1), np.stack([target, target], 1)), stat=first_r, n_boot=200)
+    assert 0.8 < lo < hi < 1.0
+    with pytest.raises(ValueError, match="share"):
+        P.bootstrap_ci((pred, target[:10]))

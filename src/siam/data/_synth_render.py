@@ -13,7 +13,7 @@ at the horizon and 1 at the bottom row, and scales objects (perspective).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -49,8 +49,12 @@ _SKIN: tuple[_Colour, ...] = ((0.95, 0.80, 0.65), (0.80, 0.60, 0.45), (0.55, 0.3
 class _Canvas:
     """The image being painted plus the per-attribute ownership masks."""
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int, names: Sequence[str]) -> None:
+    def __init__(
+        self, rng: np.random.Generator, height: int, width: int, names: Sequence[str],
+        hidden: Collection[str] = (),
+    ) -> None:
         self.rng = rng
+        self.hidden = frozenset(hidden)  # attributes whose paint is skipped (all draws still made)
         self.h, self.w = height, width
         self.img = np.zeros((height, width, 3), np.float32)
         self.owner = np.full((height, width), -1, np.int16)  # attribute owning each pixel, -1: none
@@ -108,9 +112,10 @@ class _Canvas:
         """Paint ``region`` (H, W) with ``colour`` ((3,) or (H, W, 3)); ``name`` owns it.
 
         ``exclusive`` regions hide whatever was below (occlusion); overlays add their attribute
-        without removing the owners underneath.
+        without removing the owners underneath. A ``hidden`` attribute paints nothing: what was
+        below shows, and every random draw made for it is still made, so the rest is unchanged.
         """
-        if not region.any():
+        if not region.any() or name in self.hidden:
             return
         self.img[region] = colour if colour.ndim == 1 else colour[region]
         k = self.index.get(name) if name is not None else None
@@ -887,18 +892,25 @@ def _lighting(cv: _Canvas) -> np.ndarray:
 
 
 def render_scene(
-    rng: np.random.Generator, present: Sequence[str], names: Sequence[str], *, height: int, width: int
+    rng: np.random.Generator, present: Sequence[str], names: Sequence[str], *, height: int, width: int,
+    hidden: Collection[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene showing the attributes ``present`` (a subset of ``names``).
 
     Returns ``(image, masks)``: uint8 (H, W, 3) and bool (K, H, W) with K = len(names); mask k
     holds the pixels where attribute ``names[k]`` is visible after occlusion (empty when fully
     hidden). Deterministic given the state of ``rng``.
+
+    ``hidden``: attributes laid out as usual (same random draws, same layout of everything else)
+    but not painted, so the scene is the same scene without them: their pixels show what was
+    behind them, which may reveal attributes they covered. Non-attribute parts drawn with an
+    attribute (a house's plaster walls under shingles) stay. Overlays (aged_worn, dirty, rusty)
+    read the pixels and masks below them, so hiding a surface can change them.
     """
     unknown = sorted(set(present) - RENDERED)
     if unknown:
         raise ValueError(f"no renderer for attributes {unknown}; allowed: {sorted(RENDERED)}")
-    cv = _Canvas(rng, height, width, names)
+    cv = _Canvas(rng, height, width, names, hidden)
     want = set(present)
     _background(cv)
     for n, fn in _SKY.items():

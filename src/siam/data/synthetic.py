@@ -11,7 +11,7 @@ answers. :func:`generate` renders outdoor-like scenes (:mod:`siam.data._synth_re
     DIR/son/votes.tsv                       historical format: ID Lat Lon Average Variance Votes URI
     DIR/son/images/<ID>.jpg
     DIR/son_attributes.csv                  id + attribute names, fraction of 4 annotators
-    DIR/truth/meta.json                     attributes, grid, bias, noise_floor_rmse, settings
+    DIR/truth/meta.json                     attributes, grid, bias, noise_floor_rmse, settings, presence
     DIR/truth/templates.npy                 float32 (K, m, m) planted templates T_i
     DIR/truth/masks/sun/<row>.npz           key masks: bool (K, H, W), visible pixels
     DIR/truth/masks/son/<ID>.npz
@@ -23,8 +23,8 @@ after resizing the whole image to a square. Templates vary only from top to bott
 right, because training flips images horizontally. Each ScenicOrNot image gets 3..10 integer votes
 ``clip(round(y + noise * N(0, 1)), 1, 10)``; ``Average`` is their mean and ``Variance`` their
 population variance (ddof = 0, as in the historical file: votes 4,5,3,5,1,4,4,5,6 -> 4.1111,
-1.8765). The noise floor of a split is the RMSE of the clean y against the written ``Average``:
-no model can beat it.
+1.8765). The noise floor of a split (and of ``all`` the images) is the RMSE of the clean y against
+the written ``Average``: no model can beat it.
 
 Which attributes a scene shows is sampled from a whole real SUN label row (co-occurrence of the
 14,340 images, :mod:`siam.data._synth_sun33`); rows showing rare attributes are drawn more often
@@ -43,12 +43,19 @@ without a visual identity of their own (:data:`NOT_DISTINCT`).
 
     from siam.data.synthetic import SynthConfig, generate
     res = generate("/tmp/s", seed=0, config=SynthConfig(n_sun=500, n_son=800), workers=2)
-    res.noise_floor_rmse  # {"train": ..., "val": ..., "test": ...}
+    res.noise_floor_rmse  # {"train": ..., "val": ..., "test": ..., "all": ...}
+
+``decorrelate=True`` (``siam synth --decorrelate``) draws each attribute independently at its
+ordinary-world share instead of from a real row: a test world without the training world's
+co-occurrence. :func:`render_scene` re-renders any written scene exactly from its seed, optionally
+without some attributes (single-deletion interventions with known effects), and
+:func:`encode_as_written` encodes it as the written JPEG.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -66,10 +73,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from siam.data._synth_render import NOT_DISTINCT, RENDERED, render_scene
+from siam.data._synth_render import NOT_DISTINCT, RENDERED
+from siam.data._synth_render import render_scene as _render
 from siam.data._synth_sun33 import sun33_levels
 from siam.data.splits import scaled_sizes
-from siam.errors import ConfigError
+from siam.errors import ConfigError, DatasetError
 from siam.vocab import SUN33
 
 __all__ = [
@@ -78,7 +86,10 @@ __all__ = [
     "PLANTED",
     "SynthConfig",
     "SynthResult",
+    "RenderedScene",
     "generate",
+    "render_scene",
+    "encode_as_written",
     "planted_templates",
     "pool_to_grid",
     "add_arguments",
@@ -144,6 +155,9 @@ class SynthConfig:
     get attribute labels in ``son_attributes.csv`` (capped by the test split size). balance:
     exponent (0..2) of the boost given to real rows showing rare attributes (:func:`_row_weights`);
     0 keeps the real marginals, 1 (default) lifts every attribute to >= ~3% of the scenes.
+    decorrelate: draw each attribute of a scene independently, at the share of scenes showing it
+    in the ordinary world (same ``balance``), instead of from one real row: no co-occurrence of the
+    ordinary world survives (a test world that separates true effects from correlated shortcuts).
     """
 
     n_sun: int = 2000
@@ -154,6 +168,7 @@ class SynthConfig:
     attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
     n_son_attributes: int = 90
     balance: float = 1.0
+    decorrelate: bool = False
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("n_sun", 10, None), ("n_son", 10, MAX_SON), ("n_son_attributes", 0, None)):
@@ -177,6 +192,9 @@ class SynthConfig:
         ):
             raise ConfigError(f"balance must be a number in [0, 2] (0: real marginals), got {self.balance!r}")
         object.__setattr__(self, "balance", float(self.balance))
+        if not isinstance(self.decorrelate, (bool, np.bool_)):
+            raise ConfigError(f"decorrelate must be true or false, got {self.decorrelate!r}")
+        object.__setattr__(self, "decorrelate", bool(self.decorrelate))
         attrs = self.attributes
         if isinstance(attrs, str) or not isinstance(attrs, Iterable):
             raise ConfigError(f"attributes must be a list of names, got {attrs!r}")
@@ -325,21 +343,49 @@ def _annotate(rng: np.random.Generator, area: np.ndarray, false_rate: np.ndarray
     return rng.binomial(n, p)
 
 
+def _sample_present(rng: np.random.Generator, s: Mapping[str, Any]) -> list[str]:
+    """The attributes a scene shows: from one drawn real SUN row (co-occurrence kept), or, in a
+    decorrelated world, each attribute independently at its marginal rate of the ordinary world."""
+    if s["decorrelate"]:
+        return [n for n, p in zip(s["attributes"], s["marginal"]) if rng.random() < p]
+    row = min(int(np.searchsorted(s["row_cdf"], rng.random(), side="right")), len(s["levels"]) - 1)
+    levels = s["levels"][row]  # one real SUN row (K,)
+    return [n for n, lv in zip(s["attributes"], levels) if rng.random() < PRESENCE_BY_VOTES[lv]]
+
+
+def _draw(
+    s: Mapping[str, Any], part: str, index: int, hidden: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray, int, list[str], np.random.Generator, np.random.Generator]:
+    """One scene from its seed: (image (H, W, 3) uint8 before encoding, masks (K, H, W), JPEG
+    quality, attributes drawn, label rng, vote rng). ``hidden``: see :func:`render_scene`."""
+    seeds = np.random.SeedSequence([s["seed"], 0 if part == "sun" else 1, index]).spawn(3)
+    r_scene, r_label, r_vote = (np.random.default_rng(x) for x in seeds)
+    present = _sample_present(r_scene, s)
+    image, masks = _render(
+        r_scene, present, s["attributes"], height=s["height"], width=s["width"], hidden=hidden
+    )
+    quality = int(r_scene.integers(60, 96))
+    return image, masks, quality, present, r_label, r_vote
+
+
+def _clean_score(s: Mapping[str, Any], masks: np.ndarray) -> float:
+    """y = b + sum_i <T_i, pool(M_i)> of one scene's masks (K, H, W)."""
+    return s["bias"] + float(np.sum(s["templates"] * pool_to_grid(masks, s["grid"])))
+
+
+def _encode(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def _render_task(task: tuple[str, int, str]) -> dict[str, Any]:
     """Render, label and (for ScenicOrNot) score one image; writes its JPEG and mask file."""
     s = _STATE
     if s is None:
         raise RuntimeError("synth worker used before _init_worker")
     part, index, key = task
-    seeds = np.random.SeedSequence([s["seed"], 0 if part == "sun" else 1, index]).spawn(3)
-    r_scene, r_label, r_vote = (np.random.default_rng(x) for x in seeds)
-    row = min(int(np.searchsorted(s["row_cdf"], r_scene.random(), side="right")), len(s["levels"]) - 1)
-    levels = s["levels"][row]  # one real SUN row (K,)
-    present = [n for n, lv in zip(s["attributes"], levels) if r_scene.random() < PRESENCE_BY_VOTES[lv]]
-    image, masks = render_scene(r_scene, present, s["attributes"], height=s["height"], width=s["width"])
-    quality = int(r_scene.integers(60, 96))
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    image, masks, quality, _, r_label, r_vote = _draw(s, part, index)
     out = Path(s["out"])
     if part == "sun":
         img_path = out / _SUN_DIR / "images" / key
@@ -347,7 +393,7 @@ def _render_task(task: tuple[str, int, str]) -> dict[str, Any]:
     else:
         img_path = out / _SON_DIR / "images" / f"{key}.jpg"
         mask_path = out / _TRUTH_DIR / "masks" / "son" / f"{key}.npz"
-    img_path.write_bytes(buf.getvalue())
+    img_path.write_bytes(_encode(image, quality))
     _save_masks(mask_path, masks)
     area = masks.mean(axis=(1, 2))
     rec: dict[str, Any] = {"part": part, "index": index}
@@ -355,8 +401,7 @@ def _render_task(task: tuple[str, int, str]) -> dict[str, Any]:
         rec["labels"] = _annotate(r_label, area, s["false_rate"], SUN_ANNOTATORS)
         return rec
     rec["labels"] = _annotate(r_label, area, s["false_rate"], SON_ATTRIBUTE_ANNOTATORS)
-    pooled = pool_to_grid(masks, s["grid"])  # (K, m, m)
-    y = s["bias"] + float(np.sum(s["templates"] * pooled))
+    y = _clean_score(s, masks)
     n_votes = int(r_vote.integers(VOTES_PER_IMAGE[0], VOTES_PER_IMAGE[1] + 1))
     votes = np.clip(np.rint(y + s["noise"] * r_vote.standard_normal(n_votes)), 1, 10).astype(int)
     rec.update(y=y, votes=votes.tolist())
@@ -407,6 +452,25 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         Path(_TRUTH_DIR) / "masks" / "sun", Path(_TRUTH_DIR) / "masks" / "son",
     ):
         (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _state(seed: int, cfg: SynthConfig, out: Path | None) -> dict[str, Any]:
+    """Everything a worker needs to draw any scene of the world (``seed``, ``cfg``) from its seed."""
+    names = cfg.attributes
+    levels = np.ascontiguousarray(sun33_levels()[:, [SUN33.index(n) for n in names]])
+    weights = _row_weights(levels, cfg.balance)
+    return {
+        "seed": seed, "out": None if out is None else str(out), "attributes": list(names), "levels": levels,
+        "row_cdf": np.cumsum(weights), "decorrelate": cfg.decorrelate,
+        "marginal": weights @ np.asarray(PRESENCE_BY_VOTES)[levels],  # (K,) share of scenes showing each
+        "false_rate": _false_rates(levels), "templates": planted_templates(names, cfg.grid).astype(np.float64),
+        "bias": BIAS, "noise": cfg.noise, "grid": cfg.grid, "height": cfg.height, "width": cfg.width,
+    }
+
+
+def _son_ids(id_rng: np.random.Generator, n: int) -> list[int]:
+    """The ScenicOrNot IDs of a world: increasing, with gaps (the first draws of ``id_rng``)."""
+    return np.cumsum(id_rng.integers(1, 4, n)).tolist()
 
 
 def _row_weights(levels: np.ndarray, balance: float) -> np.ndarray:
@@ -531,22 +595,15 @@ def generate(
     _prepare_out(out, overwrite)
 
     names = cfg.attributes
-    cols = [SUN33.index(n) for n in names]
-    levels = np.ascontiguousarray(sun33_levels()[:, cols])
+    state = _state(seed, cfg, out)
     templates = planted_templates(names, cfg.grid)
     width = max(5, len(str(cfg.n_sun - 1)))
     sun_names = [f"synth/scene_{i:0{width}d}.jpg" for i in range(cfg.n_sun)]
     id_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    son_ids = np.cumsum(id_rng.integers(1, 4, cfg.n_son)).tolist()  # increasing, with gaps
+    son_ids = _son_ids(id_rng, cfg.n_son)
     lat = id_rng.uniform(50.0, 58.6, cfg.n_son)
     lon = id_rng.uniform(-5.7, 1.7, cfg.n_son)
 
-    state = {
-        "seed": seed, "out": str(out), "attributes": list(names), "levels": levels,
-        "row_cdf": np.cumsum(_row_weights(levels, cfg.balance)),
-        "false_rate": _false_rates(levels), "templates": templates.astype(np.float64),
-        "bias": BIAS, "noise": cfg.noise, "grid": cfg.grid, "height": cfg.height, "width": cfg.width,
-    }
     tasks = [("sun", i, n) for i, n in enumerate(sun_names)]
     tasks += [("son", i, str(j)) for i, j in enumerate(son_ids)]
     results = _run_tasks(tasks, state, workers, progress)
@@ -561,6 +618,7 @@ def generate(
         split: float(np.sqrt(np.mean((clean[a:b] - averages[a:b]) ** 2)))
         for split, a, b in zip(("train", "val", "test"), bounds[:-1], bounds[1:])
     }
+    floor["all"] = float(np.sqrt(np.mean((clean - averages) ** 2)))  # every SoN image (split="all")
 
     # SoN attribute set (evaluation only): a random subset of the test IDs, in ID order
     test_idx = np.arange(bounds[2], bounds[3])
@@ -601,6 +659,12 @@ def generate(
         "sun_annotators": SUN_ANNOTATORS,
         "presence_by_real_votes": list(PRESENCE_BY_VOTES),
         "row_weighting": {"balance": cfg.balance, "max_boost": _MAX_ROW_BOOST},
+        "presence": {
+            "decorrelate": cfg.decorrelate,
+            "rule": "each attribute independently at its ordinary-world share" if cfg.decorrelate
+            else "one real SUN row per scene (co-occurrence kept), weighted by row_weighting",
+            "share": {n: float(p) for n, p in zip(names, state["marginal"])},
+        },
         "not_distinct": {n: r for n, r in NOT_DISTINCT.items()},
     }
     (truth / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -608,6 +672,102 @@ def generate(
         out=out, seed=seed, config=cfg, bias=BIAS, noise_floor_rmse=floor,
         seconds=time.perf_counter() - t0, sun_split=sizes, son_split=son_sizes,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# re-rendering one scene (exactly, or without some attributes)
+
+@dataclass(frozen=True)
+class RenderedScene:
+    """One scene of a ``siam synth`` folder, re-rendered from its seed by :func:`render_scene`.
+
+    image: (H, W, 3) uint8, the pixels before JPEG encoding (:func:`encode_as_written` encodes them
+    as generate() did). masks: (K, H, W) bool visible pixels per attribute. clean_score: the planted
+    y = b + sum_i <T_i, pool(M_i)> of these masks. attributes: the K names. quality: the scene's
+    JPEG quality. drawn: the attributes the scene was drawn with; without: those left out.
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    clean_score: float
+    attributes: tuple[str, ...]
+    quality: int
+    drawn: tuple[str, ...] = ()
+    without: tuple[str, ...] = ()
+
+
+@functools.lru_cache(maxsize=8)
+def _world(root: str, stamp: int) -> tuple[dict[str, Any], dict[str, int], int]:
+    """(draw state, SoN ID -> index, n_sun) of the folder ``root`` (``stamp``: meta.json's mtime)."""
+    meta_p = Path(root) / _TRUTH_DIR / "meta.json"
+    try:
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DatasetError(f"{meta_p}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("generator") != "siam synth" or "settings" not in meta:
+        raise DatasetError(
+            f"{meta_p} was not written by siam synth (no generator/settings): only a siam synth world "
+            f"can be re-rendered from its seeds"
+        )
+    cfg = SynthConfig.from_dict(meta["settings"])
+    seed = int(meta["seed"])
+    ids = _son_ids(np.random.default_rng(np.random.SeedSequence([seed, 2])), cfg.n_son)
+    return _state(seed, cfg, None), {str(i): k for k, i in enumerate(ids)}, cfg.n_sun
+
+
+def render_scene(
+    root: str | os.PathLike[str], source: str, ident: str | int, *, without: str | Sequence[str] = ()
+) -> RenderedScene:
+    """Re-render one scene of the folder ``root`` written by ``siam synth``, exactly, from its seed.
+
+    ``source``: ``"son"`` (``ident`` = the ScenicOrNot ID, as in votes.tsv and truth/masks/son) or
+    ``"sun"`` (``ident`` = the row in images.mat, as in truth/masks/sun). ``without``: attribute
+    name(s) not drawn; everything else is drawn identically (same random draws), so the image
+    differs from the original only where those attributes were visible (exactly, before encoding:
+    drawing has no anti-aliasing) and shows what was behind them. Removing an attribute can reveal
+    others it covered, so their masks grow and the clean score is the original minus
+    <T_i, pool(M_i)> only when no other mask changed. Overlays (aged_worn, dirty, rusty; not in the
+    default set) read the pixels below them and may change too.
+    """
+    meta_p = Path(root) / _TRUTH_DIR / "meta.json"
+    if not meta_p.is_file():
+        raise DatasetError(f"cannot re-render: {meta_p} is missing (expected a folder written by siam synth)")
+    state, son_index, n_sun = _world(str(Path(root).resolve()), meta_p.stat().st_mtime_ns)
+    names = tuple(state["attributes"])
+    hide = (without,) if isinstance(without, str) else tuple(without)
+    unknown = [n for n in hide if n not in names]
+    if unknown:
+        raise DatasetError(f"without: unknown attributes {unknown}; allowed: {list(names)}")
+    if source == "son":
+        if str(ident) not in son_index:
+            raise DatasetError(f"no ScenicOrNot image with ID {ident!r} in {root} ({len(son_index)} IDs)")
+        index = son_index[str(ident)]
+    elif source == "sun":
+        index = int(ident) if str(ident).isdigit() else -1
+        if not 0 <= index < n_sun:
+            raise DatasetError(f"SUN ident must be a row index in [0, {n_sun}), got {ident!r}")
+    else:
+        raise DatasetError(f"source must be 'son' or 'sun', got {source!r}")
+    image, masks, quality, drawn, _, _ = _draw(state, source, index, hide)
+    return RenderedScene(
+        image=image, masks=masks, clean_score=_clean_score(state, masks), attributes=names,
+        quality=quality, drawn=tuple(drawn), without=hide,
+    )
+
+
+def encode_as_written(image: np.ndarray | RenderedScene, *, quality: int | None = None) -> bytes:
+    """JPEG bytes exactly as :func:`generate` writes an image: give a :class:`RenderedScene` (its
+    own quality) or a (H, W, 3) uint8 array with the scene's ``quality`` (60..95)."""
+    if isinstance(image, RenderedScene):
+        quality = image.quality if quality is None else quality
+        image = image.image
+    if quality is None:
+        raise ConfigError("encode_as_written: pass quality= (RenderedScene.quality) with a bare array")
+    _check_int("quality", quality, 1, 95)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ConfigError(f"encode_as_written needs a (H, W, 3) uint8 image, got {arr.dtype} {arr.shape}")
+    return _encode(arr, int(quality))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +813,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balance", type=float, default=d.balance,
                         help="boost of real label rows with rare attributes, 0 (real marginals) "
                         "to 2 (default 1)")
+    parser.add_argument("--decorrelate", action="store_true",
+                        help="draw each attribute independently at its ordinary share: a test world "
+                        "where no co-occurrence of the ordinary world survives")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="rendering processes (default 2); the output does not depend on it")
     parser.add_argument("--overwrite", action="store_true",
@@ -664,6 +827,7 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig(
         n_sun=args.n_sun, n_son=args.n_son, size=args.size, grid=args.grid, noise=args.noise,
         attributes=args.attributes, n_son_attributes=args.n_son_attributes, balance=args.balance,
+        decorrelate=args.decorrelate,
     )
     res = generate(args.out, seed=args.seed, config=config, workers=args.workers,
                    overwrite=args.overwrite, progress=not args.quiet)

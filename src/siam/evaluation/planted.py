@@ -8,13 +8,24 @@ i in an image; pool(M_i) (m, m) its per-cell coverage fraction; A (K, a, a) a mo
 * :func:`contribution_r` (how much): mean over attributes present in >= 5 % of the images of the
   Pearson r, across images, between the model's contribution c_i and <T_i, pool(M_i)>.
 * :func:`template_r` (templates): Pearson r between E_i (resampled to the truth grid) and T_i over
-  the attributes whose T_i varies in space; :func:`effect_sign_agreement` (reported as
-  ``template_sign_agreement``): the share of attributes whose mean effect on the score (mean
-  contribution where present) has the planted sign.
+  the attributes whose T_i varies in space, on the cells where attribute i is observed in the
+  evaluation images (:func:`observed_cells`; elsewhere no score constrains E_i);
+  :func:`effect_sign_agreement` (reported as ``template_sign_agreement``): the share of
+  attributes whose mean effect on the score (mean contribution where present) has the planted sign.
 * :func:`mass_in_mask` (where): share of A_i's mass inside M_i, each cell's mass spread evenly over
-  its pixels (i.e. A upsampled to image resolution), over the (image, present attribute) pairs.
+  its pixels (i.e. A upsampled to image resolution), over the (image, present attribute) pairs; an
+  empty map scores 0.
 * :func:`total_map_r` (where): per-image Pearson r, on the truth grid, between the model's total
-  contribution map sum_i E_i A_i (or a baseline's CAM) and sum_i T_i pool(M_i); averaged.
+  contribution map sum_i E_i A_i (or a baseline's CAM) and sum_i T_i pool(M_i); averaged. A
+  constant predicted map scores 0 for every model; images with a constant planted map are left out.
+
+Explanation checks (per image, for seeds and bootstraps):
+
+* :func:`correctness`: FunnyBirds-style single-deletion correctness, 0.5 * rho + 0.5 with rho the
+  Spearman rank correlation, within one image, between each present attribute's attribution and
+  its true effect (the change of the model's score when the scene is re-rendered without it).
+* :func:`map_spearman`: Spearman between two models' maps of the same image (cascading
+  randomisation control). :func:`bootstrap_ci`: percentile bootstrap over images.
 
 All functions take arrays (numpy or torch) and are pure; :class:`PlantedTruth` reads ``truth/``.
 """
@@ -24,13 +35,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 import torch.nn.functional as F
 
 from siam.errors import DatasetError
@@ -38,6 +52,7 @@ from siam.evaluation.metrics import pearson_r
 
 __all__ = [
     "MIN_PRESENCE_SHARE",
+    "OBSERVED_CELL_SHARE",
     "PlantedTruth",
     "load_truth",
     "pool_masks",
@@ -50,9 +65,17 @@ __all__ = [
     "effect_sign_agreement",
     "mass_in_mask",
     "total_map_r",
+    "constant_maps",
+    "observed_cells",
+    "correctness",
+    "bootstrap_ci",
+    "map_spearman",
 ]
 
 MIN_PRESENCE_SHARE = 0.05  # contribution_r: attributes present in >= 5 % of the test images
+#: template_r: a truth-grid cell is 'observed' for an attribute when its mean coverage over the
+#: evaluation images exceeds this share (0.2 %).
+OBSERVED_CELL_SHARE = 0.002
 
 
 def _t(x: Any) -> torch.Tensor:
@@ -238,28 +261,149 @@ def mass_in_mask(maps: Any, fractions: Any, present: Any) -> np.ndarray:
 
     maps (N, K, a, a) >= 0; fractions (N, K, a, a) the mask's coverage of each model cell (see
     :func:`masks_on_model_grid`); present (N, K) bool. Spreading each cell's mass evenly over its
-    pixels, the in-mask mass is sum(A * fraction). Returns a 1-D array over the pairs whose map
-    has positive mass (pairs with an all-zero map have no share and are left out).
+    pixels, the in-mask mass is sum(A * fraction). Returns a 1-D array over the pairs that are
+    present and visible to the model (some coverage in ``fractions``; a mask cut away by the
+    centre crop is not); a pair whose map is empty (all zero) scores 0: a model that fires on
+    nothing gets no credit.
     """
     A, fr, pr = _t(maps), _t(fractions), _t(present) > 0.5
     if A.shape != fr.shape or A.shape[:2] != pr.shape:
         raise ValueError(f"maps {tuple(A.shape)}, fractions {tuple(fr.shape)}, present {tuple(pr.shape)} disagree")
-    mass = A.sum((-2, -1))  # (N, K)
-    inside = (A * fr).sum((-2, -1))  # (N, K)
-    ok = pr & (mass > 0)
-    return (inside[ok] / mass[ok]).numpy().astype(np.float64)
+    mass = A.sum((-2, -1)).double()  # (N, K)
+    inside = (A * fr).sum((-2, -1)).double()  # (N, K)
+    pairs = pr & (fr.sum((-2, -1)) > 0)
+    share = torch.where(mass > 0, inside / torch.where(mass > 0, mass, 1.0), torch.zeros_like(mass))
+    return share[pairs].numpy().astype(np.float64)
+
+
+def constant_maps(maps: Any, grid: int, *, valid: Any | None = None) -> np.ndarray:
+    """(N,) bool: which maps (N, a, a), resampled to the truth grid (valid cells only, see
+    :func:`template_r`), are constant (no spatial information at all)."""
+    Q = resample_maps(maps, grid)
+    keep = torch.as_tensor(_valid_cells(valid, grid))
+    flat = Q[:, keep]  # (N, cells)
+    if flat.shape[1] == 0:
+        return np.ones(Q.shape[0], dtype=bool)
+    return ((flat.max(1).values - flat.min(1).values) == 0).numpy()
 
 
 def total_map_r(predicted: Any, planted: Any, *, valid: Any | None = None) -> np.ndarray:
     """Per-image Pearson r between predicted total maps (N, a, a) (resampled to the truth grid) and
-    planted ones (N, m, m); NaN where either map is constant. ``valid``: see :func:`template_r`."""
+    planted ones (N, m, m). The same rule for every model: an image whose *predicted* map is
+    constant scores r = 0 (it locates nothing); one whose *planted* map is constant is NaN (no
+    model can be judged on it; callers leave it out for all models). ``valid``: see
+    :func:`template_r`."""
     P = _t(planted)
     m = P.shape[-1]
     Q = resample_maps(predicted, m)
     if Q.shape != P.shape:
         raise ValueError(f"predicted maps {tuple(Q.shape)} and planted maps {tuple(P.shape)} disagree")
     keep = torch.as_tensor(_valid_cells(valid, m))
-    return np.array([pearson_r(Q[n][keep].numpy(), P[n][keep].numpy()) for n in range(P.shape[0])])
+    out = np.empty(P.shape[0])
+    for n in range(P.shape[0]):
+        q, p = Q[n][keep].numpy(), P[n][keep].numpy()
+        r = pearson_r(q, p)
+        out[n] = 0.0 if math.isnan(r) and q.size >= 2 and np.ptp(p) > 0 else r
+    return out
+
+
+def observed_cells(pooled: Any, *, share: float = OBSERVED_CELL_SHARE) -> np.ndarray:
+    """(K, m, m) bool: the truth-grid cells where each attribute is observed, i.e. its mean
+    coverage over the N images of ``pooled`` (N, K, m, m) (see :func:`pool_masks`) exceeds
+    ``share``. Elsewhere no score constrains a template, so :func:`template_r` uses these cells."""
+    x = _t(pooled)
+    if x.ndim != 4:
+        raise ValueError(f"pooled masks must be (N, K, m, m), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        return np.zeros(tuple(x.shape[1:]), dtype=bool)
+    return (x.mean(0) > share).numpy()
+
+
+# --- explanation checks (per image) ---------------------------------------------------------
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Spearman (average ranks for ties) of two (N, D) arrays; NaN where a row of either
+    side is constant."""
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def correctness(attributions: Any, effects: Any, present: Any) -> np.ndarray:
+    """Per-image correctness in the FunnyBirds sense (Hesse et al., ICCV 2023): 0.5 * rho + 0.5.
+
+    attributions, effects (N, K): an explanation's attribution of each attribute and its true
+    effect (score of the image minus score of the image re-rendered without it); present (N, K)
+    bool. rho is the Spearman rank correlation (average ranks for ties), within image n, over its
+    present attributes. Returns (N,) in [0, 1]: NaN for an image with fewer than 2 present
+    attributes or whose effects are all equal (nothing to rank); an attribution constant over
+    the image's attributes ranks nothing and scores 0.5 (rho = 0), like a random one on average.
+    """
+    a, e, pr = _np(attributions), _np(effects), _np(present) > 0.5
+    if not (a.shape == e.shape == pr.shape) or a.ndim != 2:
+        raise ValueError(f"need (N, K) attributions, effects and present, got {a.shape}, {e.shape}, {pr.shape}")
+    out = np.full(a.shape[0], np.nan)
+    for n in range(a.shape[0]):
+        k = pr[n]
+        if k.sum() < 2 or np.ptp(e[n, k]) == 0:
+            continue
+        rho = _spearman_rows(a[n, k][None], e[n, k][None])[0]
+        out[n] = 0.5 * (0.0 if math.isnan(rho) else rho) + 0.5
+    return out
+
+
+def map_spearman(a: Any, b: Any) -> np.ndarray:
+    """Per-image Spearman rank correlation between two models' maps (N, ...) of the same images,
+    flattened per image (average ranks for ties). NaN where either map is constant. (N,)."""
+    x, y = _np(a), _np(b)
+    if x.shape != y.shape or x.ndim < 2:
+        raise ValueError(f"need two (N, ...) map arrays of one shape, got {x.shape} and {y.shape}")
+    return _spearman_rows(x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1))
+
+
+def bootstrap_ci(
+    values: Any | tuple[Any, ...],
+    *,
+    stat: Callable[..., Any] = np.nanmean,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``stat`` over the first axis (the images).
+
+    ``values``: one (N, ...) array, or a tuple of arrays sharing N, resampled together (the same
+    rows) and passed to ``stat`` as separate arguments, e.g. ``(pred, target)`` with an RMSE.
+    Returns (lo, hi), the (1 - level) / 2 and (1 + level) / 2 quantiles of ``n_boot`` resampled
+    statistics (NaN statistics are ignored; (NaN, NaN) when all are NaN).
+    """
+    arrays = tuple(_np(v) for v in values) if isinstance(values, tuple) else (_np(values),)
+    if not arrays or any(a.ndim == 0 for a in arrays):
+        raise ValueError("bootstrap_ci needs arrays with a first (sample) axis")
+    n = arrays[0].shape[0]
+    if n == 0 or any(a.shape[0] != n for a in arrays):
+        raise ValueError(f"arrays must share a non-empty first axis, got {[a.shape for a in arrays]}")
+    if not (isinstance(n_boot, int) and n_boot >= 1) or not (0 < level < 1):
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got n_boot={n_boot!r}, level={level!r}")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample -> a NaN statistic
+        for b in range(n_boot):
+            idx = rng.integers(0, n, n)
+            stats[b] = float(stat(*(a[idx] for a in arrays)))
+    stats = stats[np.isfinite(stats)]
+    if not stats.size:
+        return math.nan, math.nan
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 # --- reading truth/ -----------------------------------------------------------------------------

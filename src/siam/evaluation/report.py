@@ -124,9 +124,13 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
                   f"mean Fleiss' kappa = {agreement['fleiss_kappa']:.3f}.", ""]
     targets = report.get("targets")
     if targets:
-        lines += ["## Targets", "", "| target | measured | required | met |", "|---|---:|---|:---:|"]
+        lines += ["## Targets", "", "Each target beside its measured ceiling (the most this data allows) and the "
+                  "fraction of it reached; a target above its ceiling is a defect of the target.", "",
+                  "| target | measured | required | ceiling | fraction of ceiling | met |", "|---|---:|---|---:|---:|:---:|"]
         for t in targets:
-            lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['target']} | {'yes' if t['met'] else '**no**'} |")
+            flag = " (**target above its ceiling**)" if t.get("above_ceiling") else ""
+            lines.append(f"| {t['name']}{flag} | {_fmt(t['value'])} | {t['target']} | {_fmt(t.get('ceiling'))} | "
+                         f"{_fmt(t.get('fraction'))} | {'yes' if t['met'] else '**no**'} |")
         lines.append("")
     notes = report.get("notes")
     if notes:

@@ -24,16 +24,18 @@ from siam.models.heads import border_mask
 from siam.models.siam import SIAM
 
 #: A truth-grid cell counts as 'observed' for an attribute when its mean coverage over the test
-#: images exceeds this share (``planted.template_r_observed_cells``).
-OBSERVED_CELL_SHARE = 0.002
+#: images exceeds this share (:func:`siam.evaluation.planted.observed_cells`); ``template_r`` is
+#: computed on these cells only.
+OBSERVED_CELL_SHARE = P.OBSERVED_CELL_SHARE
 
-__all__ = ["EvalData", "evaluate_model", "sun_map_ceiling"]
+__all__ = ["OBSERVED_CELL_SHARE", "EvalData", "evaluate_model", "sun_map_ceiling"]
 
 
 @dataclass
 class EvalData:
     """Held-out data: SoN images with scores, SUN images with labels (names = label columns), and
-    optionally the planted truth of a synthetic folder. ``split`` names the noise floor to use."""
+    optionally the planted truth of a synthetic folder. ``split`` names the noise floor to use
+    (``"all"`` for a separate test world evaluated whole)."""
 
     son: Dataset | None
     sun: Dataset | None
@@ -51,6 +53,13 @@ def _index(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
     return [pos[n] for n in wanted]
 
 
+def _cat(parts: list[torch.Tensor], *, width: int | None = None) -> np.ndarray:
+    """Concatenate per-batch tensors to one float64 array ((0,) or (0, width) when empty)."""
+    if not parts:
+        return np.zeros((0,) if width is None else (0, width))
+    return torch.cat(parts).double().numpy()
+
+
 @torch.no_grad()
 def evaluate_model(
     model: SIAM | Baseline,
@@ -58,55 +67,74 @@ def evaluate_model(
     *,
     batch_size: int = 64,
     num_workers: int = 0,
+    return_arrays: bool = False,
 ) -> dict[str, Any]:
     """All report metrics of ``model`` on ``data`` (keys as in ``report.json``; None = n/a).
 
     SoN: ``son_rmse``, ``son_tau`` (tau-b), ``son_n``. SUN (SIAM only): ``sun_map`` and
     ``sun_ap`` (per attribute, labels >= 0.5 positive, no-positive attributes listed in
-    ``sun_excluded``). Planted truth: ``rmse_over_noise_floor``, ``contribution_r``,
-    ``template_r``, ``template_sign_agreement``, ``mass_in_mask`` (SIAM) and ``total_map_r``
-    (SIAM: total contribution map; baseline: CAM), with per-attribute details under ``planted``.
+    ``sun_excluded``). Planted truth (on the attributes shared by model and truth, in the truth's
+    order): ``rmse_over_noise_floor``, ``contribution_r``, ``template_r`` (on the cells where each
+    attribute is observed in these images), ``template_sign_agreement``, ``mass_in_mask`` (SIAM;
+    a present attribute with an empty map scores 0) and ``total_map_r`` (SIAM: total contribution
+    map; baseline: CAM; a constant predicted map scores r = 0, an image whose planted map is
+    constant is left out for every model) with ``total_map_constant_share`` (share of the scored
+    images whose predicted map is constant); details under ``planted``.
+
+    ``return_arrays``: also ``"arrays"``, per-item numpy arrays for bootstraps: ``son_pred``,
+    ``son_target``, ``son_clean`` (planted clean score; None without truth) (N,);
+    ``contributions``, ``planted_contributions``, ``present`` (N, K) on ``attributes`` (the shared
+    names, truth order; SIAM only); ``mass_pairs`` (P,) the per-(image, present attribute) values
+    behind ``mass_in_mask``; ``total_map_r`` (N,); ``sun_presence``, ``sun_labels`` (M, K') on
+    ``sun_attributes``. Entries that do not apply are None.
     """
     model.eval()
     is_siam = isinstance(model, SIAM)
     out: dict[str, Any] = {k: None for k in (
         "son_rmse", "son_tau", "son_n", "sun_map", "contribution_r", "template_r",
-        "template_sign_agreement", "mass_in_mask", "total_map_r", "rmse_over_noise_floor")}
+        "template_sign_agreement", "mass_in_mask", "total_map_r", "total_map_constant_share",
+        "rmse_over_noise_floor")}
+    arrays: dict[str, Any] = {k: None for k in (
+        "son_pred", "son_target", "son_clean", "attributes", "contributions", "planted_contributions",
+        "present", "mass_pairs", "total_map_r", "sun_attributes", "sun_presence", "sun_labels")}
     truth = data.truth
     names = tuple(model.attributes)
-    shared = [n for n in names if truth is not None and n in truth.attributes]
+    shared = [n for n in truth.attributes if n in names] if truth is not None else []  # truth order
     mi = _index(names, shared)  # model columns of the shared attributes
     ti = _index(truth.attributes, shared) if truth is not None else []
     valid = border_mask(model.config.grid, model.config.border) if is_siam else None
     pre = model.preprocessing
     if data.son is not None and len(data.son):  # type: ignore[arg-type]
-        scores, targets, contrib, planted_c, present, pooled_seen = [], [], [], [], [], []
-        mass, mass_ceiling, total_r = [], [], []
+        scores, targets, clean, contrib, planted_c, present, pooled_seen = [], [], [], [], [], [], []
+        mass, mass_ceiling, total_r, constant = [], [], [], []
         for b in _loader(data.son, batch_size, num_workers):
-            mask = b.score_mask
+            keep = b.score_mask  # (B,) the images with a score; every per-image array uses them
             o = model(b.image)
-            scores.append(o.score[mask].float())
-            targets.append(b.score[mask].float())
-            if truth is None:
+            scores.append(o.score[keep].float())
+            targets.append(b.score[keep].float())
+            if truth is None or not bool(keep.any()):
                 continue
-            all_masks = torch.as_tensor(np.stack([truth.masks("son", i) for i in b.ids]))  # (B, K_t, H, W)
+            ids = [i for i, k in zip(b.ids, keep.tolist()) if k]
+            all_masks = torch.as_tensor(np.stack([truth.masks("son", i) for i in ids]))  # (B, K_t, H, W)
             pooled_all = P.pool_masks(all_masks, truth.grid)  # (B, K_t, m, m)
             planted_total = P.planted_total_maps(truth.templates, pooled_all)  # (B, m, m), every attribute
-            masks, pooled = all_masks[:, ti], pooled_all[:, ti]  # (B, K', ...) the model's attributes
+            clean.append(truth.bias + planted_total.double().sum((-2, -1)))
+            masks, pooled = all_masks[:, ti], pooled_all[:, ti]  # (B, K', ...) the shared attributes
             T = torch.as_tensor(truth.templates[ti], dtype=torch.float32)  # (K', m, m)
+            predicted = o.total_map[keep] if is_siam else o.cam[keep]
+            total_r.append(torch.as_tensor(P.total_map_r(predicted, planted_total, valid=valid)))
+            constant.append(torch.as_tensor(P.constant_maps(predicted, truth.grid, valid=valid)))
             if is_siam:
-                contrib.append(o.contributions[:, mi].float())
+                contrib.append(o.contributions[keep][:, mi].float())
                 pooled_seen.append(pooled.float())
                 planted_c.append(P.planted_contributions(T, pooled))
                 present.append(masks.flatten(2).any(-1))
                 fr = P.masks_on_model_grid(masks, model.config.grid, resize=pre.resize, crop=pre.crop)
-                mass.append(P.mass_in_mask(o.maps[:, mi], fr, present[-1]))
-                mass_ceiling.append(P.mass_in_mask(fr, fr, present[-1]))
-                total_r.append(P.total_map_r(o.total_map, planted_total, valid=valid))
-            else:
-                total_r.append(P.total_map_r(o.cam, planted_total))
+                mass.append(torch.as_tensor(P.mass_in_mask(o.maps[keep][:, mi], fr, present[-1])))
+                mass_ceiling.append(torch.as_tensor(P.mass_in_mask(fr, fr, present[-1])))
         s, t = torch.cat(scores), torch.cat(targets)
         out["son_n"] = int(s.numel())
+        arrays.update(son_pred=s.double().numpy(), son_target=t.double().numpy())
         if s.numel():
             out["son_rmse"] = M.rmse(s, t)
             out["son_tau"] = _clean(M.kendall_tau_b(s, t))
@@ -115,25 +143,36 @@ def evaluate_model(
             if floor and out["son_rmse"] is not None:
                 out["noise_floor_rmse"] = floor
                 out["rmse_over_noise_floor"] = out["son_rmse"] / floor
-            out["total_map_r"] = _clean(_nanmean(np.concatenate(total_r)))
-            details: dict[str, Any] = {"total_map_images": int(np.isfinite(np.concatenate(total_r)).sum())}
+            tmr, const = _cat(total_r), _cat(constant).astype(bool)
+            out["total_map_r"] = _clean(_nanmean(tmr))
+            scored = np.isfinite(tmr)  # images whose planted map varies: the same for every model
+            out["total_map_constant_share"] = _clean(float(const[scored].mean()) if scored.any() else math.nan)
+            details: dict[str, Any] = {
+                "total_map_images": int(np.isfinite(tmr).sum()),
+                "total_map_planted_constant": int((~np.isfinite(tmr)).sum()),
+            }
+            arrays.update(son_clean=_cat(clean), total_map_r=tmr, attributes=tuple(shared))
             if is_siam:
-                cr = P.contribution_r(torch.cat(contrib), torch.cat(planted_c), torch.cat(present), shared)
+                k = len(shared)
+                C, Pc, Pr = _cat(contrib, width=k), _cat(planted_c, width=k), _cat(present, width=k) > 0.5
+                cr = P.contribution_r(C, Pc, Pr, shared)
                 E = model.effective_templates().detach()[mi]
                 T_all = truth.templates[ti]
-                tr = P.template_r(E, T_all, shared, valid=valid)
-                seen = torch.cat(pooled_seen).mean(0) > OBSERVED_CELL_SHARE  # (K', m, m)
-                tr_seen = P.template_r(E, T_all, shared, valid=valid, cells=seen)
-                sg = P.effect_sign_agreement(torch.cat(contrib), torch.cat(planted_c), torch.cat(present), shared)
-                mm = np.concatenate(mass)
+                seen = P.observed_cells(_cat(pooled_seen).reshape(-1, k, truth.grid, truth.grid))
+                tr = P.template_r(E, T_all, shared, valid=valid, cells=seen)  # headline: observed cells
+                tr_all = P.template_r(E, T_all, shared, valid=valid)
+                sg = P.effect_sign_agreement(C, Pc, Pr, shared)
+                mm = _cat(mass)
                 out["contribution_r"] = _clean(cr.value)
                 out["template_r"] = _clean(tr.value)
                 out["template_sign_agreement"] = _clean(sg.value)
                 out["mass_in_mask"] = _clean(float(mm.mean()) if mm.size else math.nan)
                 details.update(contribution_r=cr.to_dict(), template_r=tr.to_dict(),
-                               template_r_observed_cells=tr_seen.to_dict(),
+                               template_r_all_cells=tr_all.to_dict(),
                                template_sign_agreement=sg.to_dict(), mass_in_mask_pairs=int(mm.size),
-                               mass_in_mask_coverage_map=float(np.concatenate(mass_ceiling).mean()))
+                               mass_in_mask_empty_maps=int((mm == 0).sum()),
+                               mass_in_mask_coverage_map=_clean(float(_cat(mass_ceiling).mean()) if mm.size else math.nan))
+                arrays.update(contributions=C, planted_contributions=Pc, present=Pr, mass_pairs=mm)
             out["planted"] = details
     if is_siam and data.sun is not None and len(data.sun):  # type: ignore[arg-type]
         cols = [n for n in names if n in data.sun_attributes]
@@ -150,6 +189,9 @@ def evaluate_model(
             ap = M.attribute_ap(torch.cat(pres), torch.cat(labels), cols)
             out["sun_map"] = _clean(ap.mean_ap)
             out["sun_ap"] = ap.to_dict()
+            arrays.update(sun_attributes=tuple(cols), sun_presence=_cat(pres), sun_labels=_cat(labels))
+    if return_arrays:
+        out["arrays"] = arrays
     return out
 
 
