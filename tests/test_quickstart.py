@@ -196,3 +196,24 @@ def test_quickstart_report_has_the_oracle_ceiling_beside_each_target(smoke: Path
     assert cr["ceiling"] == oracle["contribution_r"]
     md = (smoke / "report.md").read_text()
     assert "| ceiling | fraction of ceiling | met |" in md
+
+
+def test_a_model_saved_before_a_config_key_existed_is_still_reused(tmp_path: Path) -> None:
+    """Models written before a train-config key existed (no key = its default) are kept on a
+    re-run; a model trained with another value of a key is refused."""
+    from siam.errors import ConfigError
+    from siam.quickstart import trained_model
+    from siam.training.config import config_from_dict
+
+    cfg = config_from_dict({"out": str(tmp_path), "stage": "sun", "model": {"backbone": "tiny", "grid": 4}})
+    old = cfg.to_dict()
+    del old["optim"]["son_weight_mode"]  # a key added later, at its default
+    model = siam.build_model(backbone="tiny", grid=4, border=0)
+    siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=old)
+    assert trained_model("sun", cfg) == tmp_path / "model.safetensors"
+
+    other = cfg.to_dict()
+    other["optim"]["lr"] = cfg.optim.lr * 2
+    siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=other)
+    with pytest.raises(ConfigError, match="another recipe"):
+        trained_model("sun", cfg)

@@ -124,8 +124,8 @@ def trained_model(name: str, cfg: Any, *, tag: str = "siam quickstart") -> Path 
     model = out / "model.safetensors"
     if not model.is_file():
         return None
-    saved = read_meta(model).get("train_config") or {}
-    if _comparable(saved) == _comparable(cfg.to_dict()):
+    saved = _with_defaults(read_meta(model).get("train_config") or {})
+    if saved is not None and _comparable(saved) == _comparable(cfg.to_dict()):
         print(f"{tag}: {name}: already trained ({model}), kept", flush=True)
         return model
     raise ConfigError(f"{out} holds a {name} model trained with another recipe; use --overwrite or another --out")
@@ -160,6 +160,17 @@ def _train_stage(name: str, cfg: Any, callbacks: tuple[Any, ...] = (), *, tag: s
     res = fit(cfg, resume=resume or None, callbacks=list(callbacks))
     print(f"{tag}: {name} done in {res.wall_time_s:.0f} s ({res.global_step} steps)", flush=True)
     return out / "model.safetensors"
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """A saved train config completed with today's defaults (a model written before a key existed
+    was trained with that key's default), or None when it no longer validates."""
+    from siam.training.config import config_from_dict
+
+    try:
+        return config_from_dict(saved).to_dict()
+    except ConfigError:
+        return None
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
