@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from siam.data.transforms import Preprocessing
-from siam.models.backbones import BACKBONES, Backbone, build_backbone
+from siam.models.backbones import Backbone, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig
 from siam.models.siam import _default_preprocessing, check_image_batch
 
@@ -76,12 +76,11 @@ def build_baseline(
     preprocessing: Preprocessing | None = None,
 ) -> Baseline:
     """Build the baseline regressor on backbone ``backbone`` (same registry as SIAM)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; allowed: {sorted(BACKBONES)}")
-    spec = BACKBONES[backbone][0]
+    check_backbone_name(backbone)
+    net = build_backbone(name=backbone, pretrained=pretrained)
+    spec = net.spec
     config = ModelConfig(
         kind="baseline", backbone=backbone, attributes=(), grid=spec.default_grid, border=0,
         predict_variance=predict_variance,
     )
-    net = build_backbone(name=backbone, pretrained=pretrained)
-    return Baseline(net, config, preprocessing=preprocessing or _default_preprocessing(backbone, None), bias=bias)
+    return Baseline(net, config, preprocessing=preprocessing or _default_preprocessing(spec, None), bias=bias)
