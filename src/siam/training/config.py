@@ -310,7 +310,7 @@ def _check_values(cfg: TrainConfig) -> None:
     try:
         check_backbone_name(cfg.model.backbone)
     except ConfigError as exc:
-        raise ConfigError(f"model.backbone: {exc}") from None
+        raise ConfigError(f"model.backbone: got {cfg.model.backbone!r}; {exc}") from None
     try:
         cfg.preprocessing.build()
     except ValueError as exc:
