@@ -180,10 +180,13 @@ def test_missing_timm_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_training_config_checks_timm_names() -> None:
-    from siam.training.config import config_from_dict
+    from siam.training.config import config_from_dict, parse_override
 
     cfg = config_from_dict({"stage": "sun", "out": "x", "model": {"backbone": CONVNEXT, "pretrained": "timm"}})
     assert cfg.model.backbone == CONVNEXT and cfg.model.pretrained == "timm"
+    # as `siam train --set model.backbone=timm:convnext_atto` gives it
+    cfg = config_from_dict({"stage": "sun", "out": "x"}, overrides=[parse_override(f"model.backbone={CONVNEXT}")])
+    assert cfg.model.backbone == CONVNEXT
     with pytest.raises(ConfigError, match=r"model\.backbone: got 'timm:no_such_net'; unknown timm backbone"):
         config_from_dict({"stage": "sun", "out": "x", "model": {"backbone": "timm:no_such_net"}})
 
