@@ -207,6 +207,19 @@ def test_checkpoint_round_trip_keeps_the_timm_backbone(tmp_path: Path) -> None:
         torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=0, msg=name)
 
 
+def test_fixed_input_networks_get_their_size_or_a_clear_error() -> None:
+    """ViT and Swin accept one input side (``fixed_input_size``); Swin returns NHWC maps."""
+    model = siam.build_model(backbone="timm:swin_tiny_patch4_window7_224", attributes=NAMES, border=0).eval()
+    assert model.preprocessing.crop == 224 and model.config.grid == 7  # 224 / 32
+    with torch.no_grad():
+        x = torch.randn(1, 3, 224, 224)
+        features = model.backbone(x)
+        out = model(x)
+    assert features.shape == (1, 768, 7, 7) and out.maps.shape == (1, len(NAMES), 7, 7)
+    with pytest.raises(ConfigError, match=r"accepts only 224x224 px inputs, but the preprocessing crops 64 px"):
+        _model("timm:vit_tiny_patch16_224", 64)
+
+
 def test_nhwc_feature_networks_are_returned_nchw() -> None:
     """Some timm feature networks (Swin) return NHWC maps; f always hands on (B, C, h, w)."""
     from siam.models.timm_backbones import TimmFeatures

@@ -52,6 +52,7 @@ class BackboneSpec:
     imagenet_file: str | None = None  # torchvision weight file name, if any
     mean: tuple[float, float, float] = IMAGENET_MEAN  # the normalisation its weights expect
     std: tuple[float, float, float] = IMAGENET_STD
+    fixed_input: int | None = None  # the only input side it accepts (ViT, Swin), else None
 
 
 class Backbone(nn.Module):
@@ -201,9 +202,10 @@ def check_backbone_name(name: str) -> None:
 
 def _build_timm(name: str, pretrained: bool | str | os.PathLike[str] | None) -> Backbone:
     body, facts = build_timm_body(name, pretrained)
+    size = facts["fixed_input"] or PAPER_INPUT
     spec = BackboneSpec(
-        name, facts["channels"], facts["stride"], default_grid(facts["stride"], PAPER_INPUT), PAPER_INPUT,
-        mean=facts["mean"] or IMAGENET_MEAN, std=facts["std"] or IMAGENET_STD,
+        name, facts["channels"], facts["stride"], default_grid(facts["stride"], size), size,
+        mean=facts["mean"] or IMAGENET_MEAN, std=facts["std"] or IMAGENET_STD, fixed_input=facts["fixed_input"],
     )
     return Backbone(body, spec)
 

@@ -16,6 +16,7 @@ from siam.data.transforms import Preprocessing
 from siam.models.backbones import Backbone, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig
 from siam.models.siam import _default_preprocessing, check_image_batch
+from siam.models.timm_backbones import check_input_size
 
 __all__ = ["Baseline", "BaselineOutput", "build_baseline"]
 
@@ -83,4 +84,6 @@ def build_baseline(
         kind="baseline", backbone=backbone, attributes=(), grid=spec.default_grid, border=0,
         predict_variance=predict_variance,
     )
-    return Baseline(net, config, preprocessing=preprocessing or _default_preprocessing(spec, None), bias=bias)
+    pre = preprocessing or _default_preprocessing(spec, None)
+    check_input_size(backbone, spec.fixed_input, pre.crop)
+    return Baseline(net, config, preprocessing=pre, bias=bias)

@@ -24,7 +24,7 @@ from siam.data.transforms import Preprocessing
 from siam.models.backbones import Backbone, BackboneSpec, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig
 from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, TemplateHead
-from siam.models.timm_backbones import default_grid, is_timm_name
+from siam.models.timm_backbones import check_input_size, default_grid, is_timm_name
 from siam.vocab import validate_attributes
 
 __all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch"]
@@ -189,6 +189,7 @@ def build_model(
     net = build_backbone(name=backbone, pretrained=pretrained)
     spec = net.spec
     pre = preprocessing or _default_preprocessing(spec, None)
+    check_input_size(backbone, spec.fixed_input, pre.crop)
     if grid is not None:
         m = int(grid)
     elif is_timm_name(backbone):

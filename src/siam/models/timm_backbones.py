@@ -38,7 +38,7 @@ from siam.errors import CheckpointError, ConfigError
 
 __all__ = [
     "TIMM_PREFIX", "PRETRAINED_ALIASES", "TimmFeatures", "is_timm_name", "check_timm_name", "build_timm_body",
-    "default_grid",
+    "default_grid", "check_input_size",
 ]
 
 TIMM_PREFIX = "timm:"
@@ -172,7 +172,7 @@ def build_timm_body(
                 "toolkit never downloads silently. Offline: on a machine with internet run "
                 f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\" and copy its "
                 "Hugging Face cache (~/.cache/huggingface/hub) here (or set HF_HUB_CACHE), or pass the "
-                "weights file as pretrained=PATH / --pretrained PATH."
+                "weights file as pretrained=PATH (in a training config: model.pretrained: PATH)."
             )
     elif pretrained:
         path = Path(pretrained)
@@ -199,8 +199,19 @@ def build_timm_body(
         "stride": int(info.reduction()[-1]),
         "mean": tuple(float(v) for v in cfg["mean"]) if cfg.get("mean") else None,
         "std": tuple(float(v) for v in cfg["std"]) if cfg.get("std") else None,
+        # ViT, Swin, ...: the only input side the network accepts
+        "fixed_input": int(cfg["input_size"][-1]) if cfg.get("fixed_input_size") and cfg.get("input_size") else None,
     }
     return TimmFeatures(net), facts
+
+
+def check_input_size(spec_name: str, fixed_input: int | None, crop: int) -> None:
+    """:class:`ConfigError` when a network with a fixed input side would get another crop."""
+    if fixed_input is not None and crop != fixed_input:
+        raise ConfigError(
+            f"backbone {spec_name!r} accepts only {fixed_input}x{fixed_input} px inputs, but the preprocessing "
+            f"crops {crop} px; set preprocessing crop: {fixed_input} (and resize >= it)"
+        )
 
 
 def default_grid(stride: int, input_size: int) -> int:
