@@ -33,7 +33,7 @@ def _check_identity(out: siam.SIAMOutput, head: TemplateHead) -> None:
     # the parts agree with each other: c_k is the sum of its map, y = b + the sum of all maps
     torch.testing.assert_close(out.contributions, out.contribution_maps.sum((2, 3)), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.score, out.bias.detach() + out.contribution_maps.sum((1, 2, 3)), atol=1e-5, rtol=0)
-    assert float(out.bias) == b
+    assert float(out.bias.detach()) == b
 
 
 @pytest.mark.parametrize("batch,size", [(1, 64), (3, 96), (2, 128), (4, 75)])

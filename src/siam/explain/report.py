@@ -32,12 +32,13 @@ import numpy as np
 from PIL import Image
 
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS
+from siam.explain._collect import add_common_arguments, collect, labelled_metrics
 from siam.explain.batch import ExplainedSet
 from siam.explain.explanation import BaselineResult, Explanation
 from siam.models.baseline import Baseline
 from siam.models.siam import SIAM
 
-__all__ = ["ReportPanel", "write_html_report", "model_report_inputs", "add_arguments", "run"]
+__all__ = ["ReportPanel", "write_html_report", "model_report_inputs", "labelled_metrics", "add_arguments", "run"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -396,26 +397,9 @@ def model_report_inputs(
     return kw
 
 
-def labelled_metrics(explained: ExplainedSet) -> dict[str, dict[str, Any]]:
-    """RMSE and Kendall's tau-b of SIAM (and the baseline) against ``explained.labels``."""
-    from siam.evaluation.metrics import kendall_tau_b, rmse
-
-    if explained.labels is None or len(explained) == 0:
-        return {}
-    out = {"SIAM (this data)": {"n": len(explained), "rmse": rmse(explained.scores, explained.labels),
-                                "kendall_tau": kendall_tau_b(explained.scores, explained.labels)}}
-    b = explained.baseline_scores
-    if b is not None:
-        out["baseline (this data)"] = {"n": len(explained), "rmse": rmse(b, explained.labels),
-                                       "kendall_tau": kendall_tau_b(b, explained.labels)}
-    return out
-
-
 # --- CLI ----------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from siam.explain.cli_figures import add_common_arguments
-
     add_common_arguments(parser)
     parser.add_argument("--faithfulness-images", type=int, default=8, metavar="N",
                         help="images for the faithfulness curves (0: skip; default 8)")
@@ -425,8 +409,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from siam.explain.cli_figures import collect
-
     if args.faithfulness_images < 0 or args.faithfulness_steps < 1:
         raise ValueError("--faithfulness-images must be >= 0 and --faithfulness-steps >= 1, got "
                          f"{args.faithfulness_images} and {args.faithfulness_steps}")

@@ -12,6 +12,9 @@ Weights (``pretrained``):
   cached, a :class:`~siam.errors.CheckpointError` says which file to fetch and where to put it.
 * a path to a ``.pth``/``.pt`` torchvision state dict (loaded with ``weights_only=True``) or a
   ``.safetensors`` file.
+
+``"timm:<name>"`` builds any timm model that exposes a feature map, with C, the stride and the
+normalisation read from the model (see :mod:`siam.models.timm_backbones`).
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from siam.errors import CheckpointError
+from siam.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from siam.errors import CheckpointError, ConfigError
+from siam.models.timm_backbones import TIMM_PREFIX, build_timm_body, check_timm_name, default_grid, is_timm_name
 
-__all__ = ["BackboneSpec", "Backbone", "BACKBONES", "build_backbone", "load_state_dict_file"]
+__all__ = [
+    "BackboneSpec", "Backbone", "BACKBONES", "build_backbone", "load_state_dict_file", "check_backbone_name",
+    "PAPER_INPUT",
+]
+
+#: The paper's input side (500 px resized, 450 px crop); the default input of every backbone.
+PAPER_INPUT = 450
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class BackboneSpec:
     default_grid: int
     default_input: int
     imagenet_file: str | None = None  # torchvision weight file name, if any
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the normalisation its weights expect
+    std: tuple[float, float, float] = IMAGENET_STD
+    fixed_input: int | None = None  # the only input side it accepts (ViT, Swin), else None
 
 
 class Backbone(nn.Module):
@@ -91,11 +105,11 @@ def _tiny() -> nn.Module:
 
 BACKBONES: dict[str, tuple[BackboneSpec, Callable[[], nn.Module]]] = {
     "resnet50": (
-        BackboneSpec("resnet50", 2048, 32, 15, 450, "resnet50-11ad3fa6.pth"),
+        BackboneSpec("resnet50", 2048, 32, 15, PAPER_INPUT, "resnet50-11ad3fa6.pth"),
         lambda: _resnet("resnet50"),
     ),
     "resnet18": (
-        BackboneSpec("resnet18", 512, 32, 15, 450, "resnet18-f37072fd.pth"),
+        BackboneSpec("resnet18", 512, 32, 15, PAPER_INPUT, "resnet18-f37072fd.pth"),
         lambda: _resnet("resnet18"),
     ),
     "tiny": (BackboneSpec("tiny", 128, 8, 16, 128), _tiny),
@@ -175,12 +189,34 @@ def _load_pretrained(body: nn.Module, spec: BackboneSpec, pretrained: str | os.P
     body.load_state_dict(mapped, strict=True)
 
 
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is in :data:`BACKBONES` or a known ``"timm:<name>"``."""
+    if is_timm_name(name):
+        check_timm_name(name)
+    elif name not in BACKBONES:
+        raise ConfigError(
+            f"unknown backbone {name!r}; allowed: {sorted(BACKBONES)} or '{TIMM_PREFIX}<model>' for any timm "
+            "model with a feature map (e.g. 'timm:convnext_atto')"
+        )
+
+
+def _build_timm(name: str, pretrained: bool | str | os.PathLike[str] | None) -> Backbone:
+    body, facts = build_timm_body(name, pretrained)
+    size = facts["fixed_input"] or PAPER_INPUT
+    spec = BackboneSpec(
+        name, facts["channels"], facts["stride"], default_grid(facts["stride"], size), size,
+        mean=facts["mean"] or IMAGENET_MEAN, std=facts["std"] or IMAGENET_STD, fixed_input=facts["fixed_input"],
+    )
+    return Backbone(body, spec)
+
+
 def build_backbone(
     *, name: str = "resnet50", pretrained: bool | str | os.PathLike[str] | None = False
 ) -> Backbone:
-    """Build backbone ``name`` (one of :data:`BACKBONES`) with the requested weights."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; allowed: {sorted(BACKBONES)}")
+    """Build backbone ``name`` (one of :data:`BACKBONES`, or ``"timm:<model>"``) with the requested weights."""
+    check_backbone_name(name)
+    if is_timm_name(name):
+        return _build_timm(name, pretrained)
     spec, make = BACKBONES[name]
     body = make()
     if pretrained is True:

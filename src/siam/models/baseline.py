@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from siam.data.transforms import Preprocessing
-from siam.models.backbones import BACKBONES, Backbone, build_backbone
+from siam.models.backbones import Backbone, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig
 from siam.models.siam import _default_preprocessing, check_image_batch
+from siam.models.timm_backbones import check_input_size
 
 __all__ = ["Baseline", "BaselineOutput", "build_baseline"]
 
@@ -76,12 +77,13 @@ def build_baseline(
     preprocessing: Preprocessing | None = None,
 ) -> Baseline:
     """Build the baseline regressor on backbone ``backbone`` (same registry as SIAM)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; allowed: {sorted(BACKBONES)}")
-    spec = BACKBONES[backbone][0]
+    check_backbone_name(backbone)
+    net = build_backbone(name=backbone, pretrained=pretrained)
+    spec = net.spec
     config = ModelConfig(
         kind="baseline", backbone=backbone, attributes=(), grid=spec.default_grid, border=0,
         predict_variance=predict_variance,
     )
-    net = build_backbone(name=backbone, pretrained=pretrained)
-    return Baseline(net, config, preprocessing=preprocessing or _default_preprocessing(backbone, None), bias=bias)
+    pre = preprocessing or _default_preprocessing(spec, None)
+    check_input_size(backbone, spec.fixed_input, pre.crop)
+    return Baseline(net, config, preprocessing=pre, bias=bias)

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from siam.data.transforms import Preprocessing
-from siam.models.backbones import BACKBONES, Backbone, build_backbone
+from siam.models.backbones import Backbone, BackboneSpec, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig
 from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, TemplateHead
+from siam.models.timm_backbones import check_input_size, default_grid, is_timm_name
 from siam.vocab import validate_attributes
 
 __all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch"]
@@ -139,11 +140,12 @@ class SIAM(nn.Module):
             self.template_head.bias.fill_(float(value))
 
 
-def _default_preprocessing(backbone: str, input_size: int | None) -> Preprocessing:
-    spec = BACKBONES[backbone][0]
+def _default_preprocessing(spec: BackboneSpec, input_size: int | None) -> Preprocessing:
+    """The paper's 500/450 resize/crop scaled to the backbone's default input, with the
+    normalisation its weights expect."""
     crop = input_size or spec.default_input
     resize = round(crop * 500 / 450)
-    return Preprocessing(resize=resize, crop=crop)
+    return Preprocessing(resize=resize, crop=crop, mean=spec.mean, std=spec.std)
 
 
 def build_model(
@@ -163,10 +165,13 @@ def build_model(
     """Build a SIAM model.
 
     Args:
-        backbone: ``"resnet50"`` (paper), ``"resnet18"`` or ``"tiny"`` (CPU tests, quickstart).
+        backbone: ``"resnet50"`` (paper), ``"resnet18"``, ``"tiny"`` (CPU tests, quickstart) or
+            ``"timm:<name>"`` (any timm model with a feature map; C and the stride read from it).
         attributes: attribute names; K = len(attributes). ``None``: the paper's 33 SUN attributes.
-        pretrained: ``False``, ``"imagenet"`` (local cache only) or a weights file path.
-        grid: template size m; default from the backbone (15 for ResNets at 450 px).
+        pretrained: ``False``, ``"imagenet"`` (local cache only; for timm backbones also ``"timm"``:
+            timm's pretrained weights from the local hub cache) or a weights file path.
+        grid: template size m; default from the backbone (15 for ResNets at 450 px); for timm
+            backbones ceil(crop / stride), the crop of ``preprocessing`` (default 450).
         border: masked border in cells (paper: 2, i.e. the central 11x11 of 15x15 counts).
         presence: ``"tanh"`` (default, as the authors' code) or ``"sigmoid"`` (as the paper text).
         presence_denominator: presence = act(sum of the map / n), n = the centre cells
@@ -177,11 +182,20 @@ def build_model(
         preprocessing: how images are prepared; default resize/crop = 500/450 scaled to the
             backbone's default input.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; allowed: {sorted(BACKBONES)}")
+    check_backbone_name(backbone)
     names = validate_attributes(attributes)
-    spec = BACKBONES[backbone][0]
-    m = spec.default_grid if grid is None else int(grid)
+    if grid is not None and int(grid) < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    net = build_backbone(name=backbone, pretrained=pretrained)
+    spec = net.spec
+    pre = preprocessing or _default_preprocessing(spec, None)
+    check_input_size(backbone, spec.fixed_input, pre.crop)
+    if grid is not None:
+        m = int(grid)
+    elif is_timm_name(backbone):
+        m = default_grid(spec.stride, pre.crop)
+    else:
+        m = spec.default_grid
     if m < 1:
         raise ValueError(f"grid must be >= 1, got {grid}")
     config = ModelConfig(
@@ -195,6 +209,4 @@ def build_model(
         template_init=template_init,
         predict_variance=predict_variance,
     )
-    net = build_backbone(name=backbone, pretrained=pretrained)
-    pre = preprocessing or _default_preprocessing(backbone, None)
     return SIAM(net, config, preprocessing=pre, bias=bias)

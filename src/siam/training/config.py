@@ -72,7 +72,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Architecture (see :func:`siam.build_model`); ``pretrained``: false, "imagenet" or a path.
+    """Architecture (see :func:`siam.build_model`); ``backbone``: resnet50, resnet18, tiny or
+    ``timm:<name>``; ``pretrained``: false, "imagenet" (for timm backbones also "timm") or a path.
 
     ``presence_denominator``: ``"centre"`` (presence = tanh of the mean over the (m - 2 border)^2
     centre cells) or ``"grid"`` (sum / m^2, as the authors' code).
@@ -304,9 +305,12 @@ def _check_values(cfg: TrainConfig) -> None:
         not isinstance(t.devices, str) or t.devices == "auto" or t.devices.lstrip("-").replace(",", "").isdigit(),
         "trainer.devices", t.devices, "'auto', an integer, or a list like '0,1'",
     )
-    from siam.models.backbones import BACKBONES
+    from siam.models.backbones import check_backbone_name
 
-    need(cfg.model.backbone in BACKBONES, "model.backbone", cfg.model.backbone, str(sorted(BACKBONES)))
+    try:
+        check_backbone_name(cfg.model.backbone)
+    except ConfigError as exc:
+        raise ConfigError(f"model.backbone: got {cfg.model.backbone!r}; {exc}") from None
     try:
         cfg.preprocessing.build()
     except ValueError as exc:
