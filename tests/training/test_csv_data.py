@@ -123,3 +123,24 @@ def test_training_on_the_csv_copy_gives_the_same_weights(tmp_path: Path) -> None
         assert torch.equal(value, weights["csv"][key]), key
     # ... and the data do matter: other images give other weights.
     assert any(not torch.equal(v, weights["other"][k]) for k, v in weights["data"].items())
+
+
+def test_evaluate_draws_the_split_the_model_was_trained_with(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "data", n_sun=20, n_son=20)
+    csv_dir = tmp_path / "csv"
+    convert_to_csv(data, csv_dir)
+    for file in ("attributes.csv", "targets.csv"):  # drop the split column
+        rows = list(csv.reader(open(csv_dir / file)))
+        with open(csv_dir / file, "w", newline="") as fh:
+            csv.writer(fh).writerows([r[:1] + r[2:] for r in rows])
+    cfg = tiny_config(tmp_path / "run", "sun", data={"root": str(csv_dir), "split_seed": 3})
+    datamodule_from_config(cfg)  # what siam train does first: draws and writes run/splits.csv
+    m = tmp_path / "m.safetensors"
+    siam.save_checkpoint(siam.build_model(backbone="tiny", attributes=list(NAMES), grid=4, border=0), m,
+                         train_config=cfg.to_dict())
+    assert main(["evaluate", "--model", str(m), "--data", str(csv_dir), "--out", str(tmp_path / "ev")]) == 0
+    trained = (tmp_path / "run" / "splits.csv").read_text()
+    assert (tmp_path / "ev" / "splits.csv").read_text() == trained
+    assert main(["evaluate", "--model", str(m), "--data", str(csv_dir), "--out", str(tmp_path / "ev0"),
+                 "--split-seed", "0"]) == 0
+    assert (tmp_path / "ev0" / "splits.csv").read_text() != trained

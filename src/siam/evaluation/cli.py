@@ -12,8 +12,9 @@ Examples::
 attribute AP, ``targets.csv`` rows for RMSE and tau; :mod:`siam.data.csv_folder`), told apart by
 its contents; ``--sun`` / ``--son`` / ``--son-attributes`` point at the parts separately (e.g. the
 real datasets). For CSV rows without a ``split`` column the split is read from ``--splits`` (e.g.
-the training run's ``OUT/splits.csv``), else drawn from ``--split-seed`` (default 0, as
-``siam train``) and written to ``OUT/splits.csv`` with ``--out``. Writes ``report.json`` and
+the training run's ``OUT/splits.csv``), else drawn from ``--split-seed`` (default: the first
+model's ``data.split_seed``, as ``siam train`` drew it) and written to ``OUT/splits.csv`` with
+``--out``. Writes ``report.json`` and
 ``report.md`` with ``--out``.
 """
 
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(attributes.csv / targets.csv), detected from its contents")
     parser.add_argument("--splits", metavar="CSV", help="CSV folder: the split of rows without a 'split' column "
                         "(path,split; e.g. the training run's OUT/splits.csv)")
-    parser.add_argument("--split-seed", type=int, default=0,
-                        help="CSV folder without --splits: seed of the drawn split (default 0, as siam train)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="CSV folder without --splits: seed of the drawn split (default: the first "
+                        "model's data.split_seed, as it was trained; 0 when not recorded)")
     parser.add_argument("--sun", metavar="DIR", help="SUN Attributes folder (default DATA/sun)")
     parser.add_argument("--son", metavar="DIR", help="ScenicOrNot folder (default DATA/son)")
     parser.add_argument("--son-attributes", metavar="CSV", help="SoN attribute CSV (default DATA/son_attributes.csv)")
@@ -201,14 +203,15 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     paths = _parse_models(args.model)
     splits = _splits_file(args)
+    seed = args.split_seed if args.split_seed is not None else _trained_split_seed(next(iter(paths.values())))
     results, extra = evaluate_models(
         paths, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
         data=args.data, sun=args.sun, son=args.son, son_attributes=args.son_attributes, truth=args.truth,
-        splits=splits, split_seed=args.split_seed,
+        splits=splits, split_seed=seed,
     )
     if args.faithfulness is not None:
         extra["faithfulness"] = _faithfulness(paths, n=args.faithfulness, split=args.split,
-                                              data=args.data, son=args.son, splits=splits, split_seed=args.split_seed)
+                                              data=args.data, son=args.son, splits=splits, split_seed=seed)
     floor = extra.pop("noise_floor_rmse", None)
     report = build_report(results, noise_floor_rmse=floor, wall_time_s=time.perf_counter() - start,
                           split=args.split, extra=extra)
@@ -217,6 +220,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"siam evaluate: wrote {j} and {m}")
     print(render_markdown(report))
     return 0
+
+
+def _trained_split_seed(path: Path) -> int:
+    """``data.split_seed`` recorded in a checkpoint's training config; 0 when absent."""
+    from siam.checkpoint import read_meta
+
+    data = ((read_meta(path) or {}).get("train_config") or {}).get("data") or {}
+    seed = data.get("split_seed", 0)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def _splits_file(args: argparse.Namespace) -> Path | None:
