@@ -286,7 +286,7 @@ def data_layout(root: str | os.PathLike[str]) -> Literal["csv", "synth"]:
     synth`` layout) from the folder's contents; :class:`DatasetError` when it is neither or both."""
     p = Path(root)
     if not p.is_dir():
-        raise DatasetError(f"data folder {str(p)!r} is not a directory")
+        raise DatasetError(f"data folder {str(p)!r} " + ("is not a directory" if p.exists() else "does not exist"))
     csv_ = is_csv_folder(p)
     synth = (p / "sun").is_dir() or (p / "son").is_dir()
     if csv_ and synth:
