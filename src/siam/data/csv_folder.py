@@ -414,7 +414,8 @@ class CsvDataset(ImageDataset):
         targets = read_targets_csv(tpath) if tpath.is_file() else None
         need = {"attributes": (attrs, apath), "targets": (targets, tpath)}.get(rows)
         if need is not None and need[0] is None:
-            raise DatasetError(f"{self.root}: {need[1].name} not found; rows={rows!r} needs it")
+            role = "attribute labels (the SUN role)" if rows == "attributes" else "targets (the ScenicOrNot role)"
+            raise DatasetError(f"{self.root}: {need[1].name} not found; the {role} are read from it")
         if with_variance and targets is not None and targets.variances is None:
             raise CsvFormatError(tpath, HEADER_LINE, targets.name + VARIANCE_SUFFIX,
                                  "the variance was asked for (model.predict_variance) but the column is absent")
