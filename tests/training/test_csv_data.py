@@ -36,6 +36,13 @@ def _recipe(tmp_path: Path) -> Path:
     return path
 
 
+def _drop_split_column(csv_dir: Path) -> None:
+    for file in ("attributes.csv", "targets.csv"):
+        rows = list(csv.reader(open(csv_dir / file)))
+        with open(csv_dir / file, "w", newline="") as fh:
+            csv.writer(fh).writerows([r[:1] + r[2:] for r in rows])
+
+
 def _report(path: Path) -> dict:
     return json.loads((path / "report.json").read_text())["models"]["m"]
 
@@ -68,10 +75,7 @@ def test_csv_folder_without_splits_draws_writes_and_reuses_out_splits(tmp_path: 
     data = write_folder(tmp_path / "data", n_sun=20, n_son=20)
     csv_dir = tmp_path / "csv"
     convert_to_csv(data, csv_dir)
-    for file in ("attributes.csv", "targets.csv"):  # drop the split column
-        rows = list(csv.reader(open(csv_dir / file)))
-        with open(csv_dir / file, "w", newline="") as fh:
-            csv.writer(fh).writerows([r[:1] + r[2:] for r in rows])
+    _drop_split_column(csv_dir)
     cfg = tiny_config(tmp_path / "run", "joint", data={"root": str(csv_dir)}, trainer={"val_every_n_epochs": 1})
     dm, names, son_mean = datamodule_from_config(cfg)
     assert names == NAMES and son_mean is not None
@@ -129,10 +133,7 @@ def test_evaluate_draws_the_split_the_model_was_trained_with(tmp_path: Path) -> 
     data = write_folder(tmp_path / "data", n_sun=20, n_son=20)
     csv_dir = tmp_path / "csv"
     convert_to_csv(data, csv_dir)
-    for file in ("attributes.csv", "targets.csv"):  # drop the split column
-        rows = list(csv.reader(open(csv_dir / file)))
-        with open(csv_dir / file, "w", newline="") as fh:
-            csv.writer(fh).writerows([r[:1] + r[2:] for r in rows])
+    _drop_split_column(csv_dir)
     cfg = tiny_config(tmp_path / "run", "sun", data={"root": str(csv_dir), "split_seed": 3})
     datamodule_from_config(cfg)  # what siam train does first: draws and writes run/splits.csv
     m = tmp_path / "m.safetensors"
