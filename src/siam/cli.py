@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("siam.scoring.cli", "batch-score images to Parquet (resumable)"),
     "map": ("siam.scoring.map", "interactive HTML map of predicted scenicness"),
     "export": ("siam.export", "export a model to ONNX"),
-    "data": ("siam.data.download", "download the real datasets (SUN Attributes, ScenicOrNot)"),
+    "data": ("siam.data.download", "download the real datasets; convert a synth folder to the CSV format"),
 }
 
 

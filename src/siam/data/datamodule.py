@@ -21,10 +21,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, data_layout
 from siam.data.samples import Sample, collate
 from siam.errors import DatasetError
 
-__all__ = ["SiamDataModule", "CachedImages", "STAGE_DATASETS", "datamodule_from_config", "data_roots"]
+__all__ = ["SiamDataModule", "CachedImages", "STAGE_DATASETS", "datamodule_from_config", "data_roots", "csv_root",
+           "CSV_ROWS"]
+
+# Which rows of a CSV folder play each dataset's role (siam.data.csv_folder.CsvDataset ``rows``).
+CSV_ROWS: dict[str, str] = {"sun": "attributes", "son": "targets"}
 
 # Which datasets each training stage draws batches from.
 STAGE_DATASETS: dict[str, tuple[str, ...]] = {
@@ -145,14 +150,17 @@ class _DecodeUint8:
 
 
 def data_roots(cfg: Any) -> tuple[Path, Path]:
-    """(SUN folder, SoN folder) of a :class:`~siam.training.config.TrainConfig`'s ``data``."""
+    """(SUN folder, SoN folder) of a :class:`~siam.training.config.TrainConfig`'s ``data`` (the
+    ``siam synth`` layout; a CSV folder raises: see :func:`csv_root`)."""
     d = cfg.data
     if d.root is None and (d.sun is None or d.son is None):
         raise DatasetError(
-            "no data given: set data.root (a folder in the 'siam synth' layout, e.g. --data DIR) "
-            "or both data.sun and data.son"
+            "no data given: set data.root (a folder in the 'siam synth' layout or the CSV format, e.g. "
+            "--data DIR) or both data.sun and data.son"
         )
     root = Path(d.root) if d.root is not None else None
+    if root is not None and (d.sun is None or d.son is None) and data_layout(root) == "csv":
+        raise DatasetError(f"data.root {str(root)!r} is a CSV folder, not the 'siam synth' layout")
     sun = Path(d.sun) if d.sun is not None else root / "sun"  # type: ignore[operator]
     son = Path(d.son) if d.son is not None else root / "son"  # type: ignore[operator]
     for name, p in (("SUN", sun), ("ScenicOrNot", son)):
@@ -161,19 +169,43 @@ def data_roots(cfg: Any) -> tuple[Path, Path]:
     return sun, son
 
 
+def csv_root(cfg: Any) -> Path | None:
+    """``data.root`` when it is a folder in the CSV format (:mod:`siam.data.csv_folder`), else None.
+
+    Raises :class:`DatasetError` when ``data.root`` is neither layout, or a CSV folder given
+    together with ``data.sun`` / ``data.son``.
+    """
+    d = cfg.data
+    if d.root is None or (d.sun is not None and d.son is not None):
+        return None
+    root = Path(d.root)
+    if data_layout(root) != "csv":
+        return None
+    if d.sun is not None or d.son is not None:
+        raise DatasetError(f"data.root {str(root)!r} is a CSV folder; data.sun / data.son apply to the "
+                           "'siam synth' layout only")
+    return root
+
+
 def _limit(ds: Dataset, n: int | None) -> Dataset:
     if n is None or n >= len(ds):  # type: ignore[arg-type]
         return ds
     return Subset(ds, range(n))
 
 
-def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...], float | None]:
+def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | None, float | None]:
     """Build the stage's datasets from ``cfg`` (a TrainConfig).
 
-    Returns (datamodule, attribute names of the SUN labels, mean SoN training score or None).
+    ``data.root`` may be a CSV folder (:mod:`siam.data.csv_folder`): its attributes.csv rows play
+    the SUN role and its targets.csv rows the ScenicOrNot role; a split drawn for rows without a
+    ``split`` column is written to (and reused from) ``OUT/splits.csv``.
+
+    Returns (datamodule, attribute names of the SUN labels (None: a CSV folder without
+    attributes.csv, baseline stage), mean SoN training score or None).
     Training sets are wrapped in :class:`~siam.data.robust.SkipBadImages` (bad images are logged
     to ``OUT/bad_images.jsonl`` and replaced, up to ``data.max_bad_fraction``).
     """
+    from siam.data.csv_folder import CsvDataset
     from siam.data.robust import SkipBadImages
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.data.sun_attributes import SunAttributes, read_sun_labels
@@ -181,18 +213,33 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...], f
 
     d = cfg.data
     pre = cfg.preprocessing.build()
-    sun_root, son_root = data_roots(cfg)
-    names = read_sun_labels(sun_root, attributes=cfg.attributes).names
     wanted = STAGE_DATASETS[cfg.stage]
-    log = Path(cfg.out) / "bad_images.jsonl"
+    out = Path(cfg.out)
+    log = out / "bad_images.jsonl"
+    csv_dir = csv_root(cfg)
+    if csv_dir is not None:
+        names = csv_attribute_names(csv_dir, cfg.attributes)
+        if names is None and cfg.stage != "baseline":
+            raise DatasetError(f"{csv_dir}: attributes.csv not found; stage {cfg.stage!r} trains a SIAM "
+                               "model, whose attributes it names (only the baseline stage needs targets.csv alone)")
+    else:
+        sun_root, son_root = data_roots(cfg)
+        names = read_sun_labels(sun_root, attributes=cfg.attributes).names
 
     def make(kind: str, split: str, train: bool) -> Dataset:
         if d.cache:
             transform: Callable[[Any], torch.Tensor] = _DecodeUint8(pre.resize)
         else:
             transform = train_transform(pre) if train else eval_transform(pre)
-        if kind == "sun":
-            ds: Dataset = SunAttributes(sun_root, split, transform=transform, attributes=cfg.attributes)
+        if csv_dir is not None:
+            ds: Dataset = CsvDataset(
+                csv_dir, split, rows=CSV_ROWS[kind], transform=transform,  # type: ignore[arg-type]
+                attributes=cfg.attributes, with_variance=cfg.model.predict_variance and kind == "son",
+                seed=d.split_seed, splits_file=out / SPLITS_FILE,
+                report_path=out / f"missing_images_{kind}_{split}.json",
+            )
+        elif kind == "sun":
+            ds = SunAttributes(sun_root, split, transform=transform, attributes=cfg.attributes)
         else:
             ds = ScenicOrNot(son_root, split, transform=transform, with_variance=cfg.model.predict_variance)
         limit = d.limit_train if train else d.limit_val

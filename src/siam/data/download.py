@@ -584,7 +584,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Download the real datasets (resumable, checksummed, with a report of what is missing). "
         "Rerun the same command to resume; the exit status is 1 while something is missing "
-        "(listed in ROOT/missing.tsv)."
+        "(listed in ROOT/missing.tsv). 'siam data to-csv' converts a 'siam synth' folder to the plain "
+        "CSV format (attributes.csv, targets.csv)."
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     download = actions.add_parser("download", help="download a dataset into --root",
@@ -615,9 +616,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     son.add_argument("--rate", type=float, default=1.0,
                      help="max Geograph requests per second (default 1; be polite)")
     son.add_argument("--votes-only", action="store_true", help="download votes.tsv but no photos")
+    from siam.data import to_csv
+
+    convert = actions.add_parser("to-csv", help="convert a 'siam synth' folder to the plain CSV format",
+                                 description="Convert a folder in the 'siam synth' layout (sun/, son/) to the "
+                                 "plain CSV format: OUT/attributes.csv, OUT/targets.csv and the images "
+                                 "(hard-linked). See README 'Your own data: the CSV format'.")
+    to_csv.add_arguments(convert)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "to-csv":
+        from siam.data import to_csv
+
+        return to_csv.run(args)
     if args.retries < 0:
         raise ValueError(f"--retries must be >= 0, got {args.retries}")
     sha = _parse_sha(args.sha256)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-Source = Literal["sun", "son", "son_attributes", "images"]
+Source = Literal["sun", "son", "son_attributes", "images", "csv"]
 
 __all__ = ["Sample", "Batch", "collate"]
 

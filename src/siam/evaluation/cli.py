@@ -8,8 +8,14 @@ Examples::
     siam evaluate --sun data/sun_attributes --son data/scenic_or_not --model m.safetensors
 
 ``--data DIR`` is a folder in the ``siam synth`` layout (``sun/``, ``son/``, optional
-``son_attributes.csv`` and ``truth/``); ``--sun`` / ``--son`` / ``--son-attributes`` point at the
-parts separately (e.g. the real datasets). Writes ``report.json`` and ``report.md`` with ``--out``.
+``son_attributes.csv`` and ``truth/``) or in the CSV format (``attributes.csv`` rows are scored for
+attribute AP, ``targets.csv`` rows for RMSE and tau; :mod:`siam.data.csv_folder`), told apart by
+its contents; ``--sun`` / ``--son`` / ``--son-attributes`` point at the parts separately (e.g. the
+real datasets). For CSV rows without a ``split`` column the split is read from ``--splits`` (e.g.
+the training run's ``OUT/splits.csv``), else drawn from ``--split-seed`` (default: the first
+model's ``data.split_seed``, as ``siam train`` drew it) and written to ``OUT/splits.csv`` with
+``--out``. Writes ``report.json`` and
+``report.md`` with ``--out``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from siam.data.csv_folder import data_layout
 from siam.errors import ConfigError, DatasetError
 
 __all__ = ["add_arguments", "run", "evaluate_models", "load_eval_data"]
@@ -30,7 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
                         help="a model file (.safetensors or .ckpt); repeat for a side-by-side table. "
                         "Names baseline, siam_no_finetune, siam_joint give the paper's table order")
-    parser.add_argument("--data", metavar="DIR", help="folder in the 'siam synth' layout")
+    parser.add_argument("--data", metavar="DIR", help="folder in the 'siam synth' layout or the CSV format "
+                        "(attributes.csv / targets.csv), detected from its contents")
+    parser.add_argument("--splits", metavar="CSV", help="CSV folder: the split of rows without a 'split' column "
+                        "(path,split; e.g. the training run's OUT/splits.csv)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="CSV folder without --splits: seed of the drawn split (default: the first "
+                        "model's data.split_seed, as it was trained; 0 when not recorded)")
     parser.add_argument("--sun", metavar="DIR", help="SUN Attributes folder (default DATA/sun)")
     parser.add_argument("--son", metavar="DIR", help="ScenicOrNot folder (default DATA/son)")
     parser.add_argument("--son-attributes", metavar="CSV", help="SoN attribute CSV (default DATA/son_attributes.csv)")
@@ -73,11 +86,14 @@ def load_eval_data(
     son_attributes: str | Path | None = None,
     truth: str | Path | None = None,
     split: str = "test",
+    splits: str | Path | None = None,
+    split_seed: int = 0,
 ) -> dict[str, Any]:
     """The held-out datasets (eval transform of ``preprocessing``) and the truth, if any.
 
-    Returns ``{"son", "sun", "sun_attributes", "son_attr", "son_attr_names", "truth"}``; absent
-    parts are None.
+    ``data`` may be a CSV folder (``splits`` / ``split_seed``: see the module docstring). Returns
+    ``{"son", "sun", "sun_attributes", "son_attr", "son_attr_names", "truth"}``; absent parts are
+    None.
     """
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.data.son_attributes import SonAttributeSet
@@ -88,6 +104,9 @@ def load_eval_data(
     root = Path(data) if data is not None else None
     if root is not None and not root.is_dir():
         raise DatasetError(f"--data {str(root)!r} is not a directory")
+    if root is not None and not (sun and son) and data_layout(root) == "csv":
+        return _load_csv_data(root, preprocessing=preprocessing, split=split, splits=splits, split_seed=split_seed,
+                              given={"--sun": sun, "--son": son, "--son-attributes": son_attributes, "--truth": truth})
     sun_p = Path(sun) if sun else (root / "sun" if root else None)
     son_p = Path(son) if son else (root / "son" if root else None)
     attr_p = Path(son_attributes) if son_attributes else (root / "son_attributes.csv" if root else None)
@@ -108,6 +127,29 @@ def load_eval_data(
         out["truth"] = load_truth(truth_p)
     elif truth:
         raise DatasetError(f"--truth {str(truth_p)!r} has no meta.json")
+    return out
+
+
+def _load_csv_data(
+    root: Path, *, preprocessing: Any, split: str, splits: str | Path | None, split_seed: int,
+    given: Mapping[str, Any],
+) -> dict[str, Any]:
+    """:func:`load_eval_data` for a CSV folder: targets.csv rows as "son", attributes.csv rows as "sun"."""
+    from siam.data.csv_folder import ATTRIBUTES_FILE, TARGETS_FILE, CsvDataset
+    from siam.data.transforms import eval_transform
+
+    extra = [k for k, v in given.items() if v]
+    if extra:
+        raise ConfigError(f"--data {str(root)!r} is a CSV folder; {', '.join(extra)} apply to the 'siam synth' "
+                          "layout only (planted truth and the SoN attribute set are not part of the CSV format)")
+    tf = eval_transform(preprocessing)
+    kw: dict[str, Any] = {"transform": tf, "seed": split_seed, "splits_file": splits}
+    out: dict[str, Any] = {"son": None, "sun": None, "sun_attributes": (), "son_attr": None, "son_attr_names": (), "truth": None}
+    if (root / TARGETS_FILE).is_file():
+        out["son"] = CsvDataset(root, split, rows="targets", **kw)
+    if (root / ATTRIBUTES_FILE).is_file():
+        ds = CsvDataset(root, split, rows="attributes", **kw)
+        out["sun"], out["sun_attributes"] = ds, ds.attributes
     return out
 
 
@@ -160,13 +202,16 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     paths = _parse_models(args.model)
+    splits = _splits_file(args)
+    seed = args.split_seed if args.split_seed is not None else _trained_split_seed(next(iter(paths.values())))
     results, extra = evaluate_models(
         paths, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
         data=args.data, sun=args.sun, son=args.son, son_attributes=args.son_attributes, truth=args.truth,
+        splits=splits, split_seed=seed,
     )
     if args.faithfulness is not None:
         extra["faithfulness"] = _faithfulness(paths, n=args.faithfulness, split=args.split,
-                                              data=args.data, son=args.son)
+                                              data=args.data, son=args.son, splits=splits, split_seed=seed)
     floor = extra.pop("noise_floor_rmse", None)
     report = build_report(results, noise_floor_rmse=floor, wall_time_s=time.perf_counter() - start,
                           split=args.split, extra=extra)
@@ -177,8 +222,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trained_split_seed(path: Path) -> int:
+    """``data.split_seed`` recorded in a checkpoint's training config; 0 when absent."""
+    from siam.checkpoint import read_meta
+
+    data = ((read_meta(path) or {}).get("train_config") or {}).get("data") or {}
+    seed = data.get("split_seed", 0)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
+def _splits_file(args: argparse.Namespace) -> Path | None:
+    """``--splits`` (must exist), else ``OUT/splits.csv`` with ``--out`` (written when drawn), else None."""
+    from siam.data.csv_folder import SPLITS_FILE
+
+    if args.splits:
+        p = Path(args.splits)
+        if not p.is_file():
+            raise ConfigError(f"--splits {args.splits!r}: file not found (a training run writes OUT/{SPLITS_FILE})")
+        return p
+    return Path(args.out) / SPLITS_FILE if args.out else None
+
+
 def _faithfulness(
-    paths: Mapping[str, Path], *, n: int, split: str, data: str | None, son: str | None
+    paths: Mapping[str, Path], *, n: int, split: str, data: str | None, son: str | None,
+    splits: Path | None = None, split_seed: int = 0,
 ) -> dict[str, Any]:
     """Deletion/insertion benchmark (``siam.explain.faithfulness``) for the first SIAM model,
     against the model named ``baseline`` when given, on the first ``n`` held-out SoN images."""
@@ -196,11 +263,17 @@ def _faithfulness(
     siam_name = next((k for k, m in models.items() if isinstance(m, SIAM)), None)
     if siam_name is None:
         raise ConfigError("--faithfulness needs at least one SIAM model among --model")
-    son_p = Path(son) if son else (Path(data) / "son" if data else None)
-    if son_p is None or not son_p.exists():
-        raise ConfigError("--faithfulness needs ScenicOrNot images: give --data DIR or --son DIR")
     model = models[siam_name]
-    ds = ScenicOrNot(son_p, split, transform=eval_transform(model.preprocessing))
+    son_p = Path(son) if son else (Path(data) / "son" if data else None)
+    if data and not son and data_layout(data) == "csv":
+        from siam.data.csv_folder import CsvDataset
+
+        ds: Any = CsvDataset(data, split, rows="targets", transform=eval_transform(model.preprocessing),
+                             seed=split_seed, splits_file=splits)
+    elif son_p is None or not son_p.exists():
+        raise ConfigError("--faithfulness needs ScenicOrNot images: give --data DIR or --son DIR")
+    else:
+        ds = ScenicOrNot(son_p, split, transform=eval_transform(model.preprocessing))
     images = torch.stack([ds[i].image for i in range(min(n, len(ds)))])  # (N, 3, H, W)
     result = faithfulness(model, images, baseline=models.get("baseline"), seed=0)
     result["model"] = siam_name

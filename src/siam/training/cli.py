@@ -24,7 +24,8 @@ __all__ = ["add_arguments", "run", "config_from_args"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="recipe file (e.g. configs/paper.yaml, configs/quickstart.yaml)")
     parser.add_argument("--stage", choices=STAGES, help="which stage to train (default: the config's)")
-    parser.add_argument("--data", metavar="DIR", help="data folder in the 'siam synth' layout (sets data.root)")
+    parser.add_argument("--data", metavar="DIR", help="data folder (sets data.root): the 'siam synth' layout or the "
+                        "CSV format (attributes.csv / targets.csv), detected from its contents")
     parser.add_argument("--out", metavar="DIR", help="run folder (checkpoints, logs, model.safetensors)")
     parser.add_argument("--init-from", metavar="CKPT", help="start from a previous stage's .safetensors/.ckpt")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",

@@ -50,8 +50,11 @@ Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 class DataConfig:
     """Where the data lives and how it is batched.
 
-    ``root`` is a folder in the ``siam synth`` layout (``sun/``, ``son/``, ``son_attributes.csv``);
-    ``sun`` / ``son`` override its sub-folders (e.g. the real datasets elsewhere). ``batch_size`` is
+    ``root`` is a folder in the ``siam synth`` layout (``sun/``, ``son/``, ``son_attributes.csv``)
+    or in the CSV format (``attributes.csv``, ``targets.csv``; told apart by the folder's
+    contents); ``sun`` / ``son`` override the synth layout's sub-folders (e.g. the real datasets
+    elsewhere). ``split_seed``: the seed of the split drawn for CSV rows without a ``split`` column
+    (written to ``OUT/splits.csv`` and reused from there). ``batch_size`` is
     the SUN batch and ``son_batch_size`` the SoN batch of each step (joint stage: one of each).
     ``cache`` decodes every image once into memory (uint8) - for small data sets such as the
     quickstart's. ``max_bad_fraction`` is how many undecodable images are tolerated (reported).
@@ -68,6 +71,7 @@ class DataConfig:
     max_bad_fraction: float = 0.01
     limit_train: int | None = None
     limit_val: int | None = None
+    split_seed: int = 0
 
 
 @dataclass(frozen=True)

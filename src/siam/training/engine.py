@@ -100,14 +100,19 @@ def _init_from(model: SIAM | Baseline, path: str) -> str | None:
 def stage_trained_on(cfg: TrainConfig) -> dict[str, Any]:
     """What this stage trains on (:func:`siam.provenance.trained_on_record`): the folders of the
     datasets it uses, after what its ``init_from`` checkpoint was trained on."""
+    from siam.data.csv_folder import is_csv_folder
     from siam.data.datamodule import STAGE_DATASETS
     from siam.provenance import trained_on, trained_on_record
 
     d = cfg.data
     root = Path(d.root) if d.root is not None else None
     given = {"sun": d.sun, "son": d.son}
+    csv_dir = root if root is not None and d.sun is None and d.son is None and is_csv_folder(root) else None
     folders = {}
     for name in STAGE_DATASETS[cfg.stage]:
+        if csv_dir is not None:
+            folders[name] = csv_dir
+            continue
         folder = Path(given[name]) if given[name] is not None else (root / name if root is not None else None)
         if folder is not None:
             folders[name] = folder
