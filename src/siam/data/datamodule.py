@@ -187,10 +187,65 @@ def csv_root(cfg: Any) -> Path | None:
     return root
 
 
+def _keep_uint8(image: torch.Tensor) -> torch.Tensor:
+    """The identity: :class:`CachedImages` keeps uint8 images for :class:`MaskedImages` to augment."""
+    return image
+
+
+def uses_masks(cfg: Any) -> bool:
+    """Whether ``cfg`` trains with mask supervision (``optim.mask_weight`` > 0, sun/joint stage)."""
+    return cfg.optim.mask_weight > 0 and "sun" in STAGE_DATASETS[cfg.stage] and cfg.stage != "baseline"
+
+
+def mask_grid(cfg: Any) -> int:
+    """The model grid m the mask coverage is pooled to: ``model.grid`` or the backbone's default."""
+    from siam.errors import ConfigError
+    from siam.models.backbones import BACKBONES
+    from siam.models.timm_backbones import is_timm_name
+
+    if cfg.model.grid is not None:
+        return int(cfg.model.grid)
+    if is_timm_name(cfg.model.backbone):
+        raise ConfigError(f"optim.mask_weight > 0 with backbone {cfg.model.backbone!r}: set model.grid "
+                          "explicitly, the grid the masks are pooled to")
+    return int(BACKBONES[cfg.model.backbone][0].default_grid)
+
+
+def mask_folder(cfg: Any) -> Path:
+    """``data.masks``, or the planted ``truth/masks/sun`` of ``data.root`` when present."""
+    from siam.errors import ConfigError
+
+    d = cfg.data
+    if d.masks is not None:
+        return Path(d.masks)
+    for base in [Path(d.root)] if d.root is not None else []:
+        if (base / "truth" / "masks" / "sun").is_dir():
+            return base / "truth" / "masks" / "sun"
+    raise ConfigError(f"optim.mask_weight={cfg.optim.mask_weight:g} needs masks: set data.masks to a folder with "
+                      "mask_classes.csv and masks/<image stem>.png, or to a 'siam synth' world "
+                      f"(data.root {d.root!r} has no truth/masks/sun)")
+
+
 def _limit(ds: Dataset, n: int | None) -> Dataset:
     if n is None or n >= len(ds):  # type: ignore[arg-type]
         return ds
     return Subset(ds, range(n))
+
+
+def _mask_source(cfg: Any, ds: Any, names: Any) -> dict[str, Any]:
+    """The mask source of a SUN training set and the ids that keep their masks; raises when no
+    training image has one."""
+    from siam.data.masks import masks_fraction_ids, open_mask_source
+
+    folder = mask_folder(cfg)
+    source = open_mask_source(folder, names, dict(zip(ds.ids, ds.paths)))
+    with_file = [i for i in ds.ids if source.has(i)]
+    if not with_file:
+        raise DatasetError(f"data.masks {str(folder)!r}: none of the {len(ds.ids)} SUN training images has a mask "
+                           f"(first ids: {list(ds.ids[:3])})")
+    keep = None if cfg.data.mask_fraction >= 1.0 else masks_fraction_ids(with_file, cfg.data.mask_fraction,
+                                                                         cfg.data.split_seed)
+    return {"source": source, "keep": keep, "folder": folder, "with_masks": len(with_file if keep is None else keep)}
 
 
 def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | None, float | None]:
@@ -203,9 +258,12 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     Returns (datamodule, attribute names of the SUN labels (None: a CSV folder without
     attributes.csv, baseline stage), mean SoN training score or None).
     Training sets are wrapped in :class:`~siam.data.robust.SkipBadImages` (bad images are logged
-    to ``OUT/bad_images.jsonl`` and replaced, up to ``data.max_bad_fraction``).
+    to ``OUT/bad_images.jsonl`` and replaced, up to ``data.max_bad_fraction``). With mask
+    supervision (:func:`uses_masks`) the SUN training set is decoded to uint8 and wrapped in
+    :class:`~siam.data.masks.MaskedImages`, which augments image and masks with the same draw.
     """
     from siam.data.csv_folder import CsvDataset
+    from siam.data.masks import MaskedImages
     from siam.data.robust import SkipBadImages
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.data.sun_attributes import SunAttributes, read_sun_labels
@@ -226,8 +284,11 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
         sun_root, son_root = data_roots(cfg)
         names = read_sun_labels(sun_root, attributes=cfg.attributes).names
 
+    masked = uses_masks(cfg)
+
     def make(kind: str, split: str, train: bool) -> Dataset:
-        if d.cache:
+        with_masks = masked and kind == "sun" and train
+        if d.cache or with_masks:
             transform: Callable[[Any], torch.Tensor] = _DecodeUint8(pre.resize)
         else:
             transform = train_transform(pre) if train else eval_transform(pre)
@@ -242,6 +303,8 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
             ds = SunAttributes(sun_root, split, transform=transform, attributes=cfg.attributes)
         else:
             ds = ScenicOrNot(son_root, split, transform=transform, with_variance=cfg.model.predict_variance)
+        if with_masks:
+            mask_state.update(_mask_source(cfg, ds, names))
         limit = d.limit_train if train else d.limit_val
         if kind == "son" and train:
             scores["train"] = ds.scores[:limit]  # type: ignore[attr-defined]
@@ -249,9 +312,12 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
         if train:
             ds = SkipBadImages(ds, log_path=log, max_bad_fraction=d.max_bad_fraction, name=f"{kind}:{split}")
         if d.cache:
-            ds = CachedImages(ds, train_transform(pre) if train else eval_transform(pre))
+            ds = CachedImages(ds, _keep_uint8 if with_masks else train_transform(pre) if train else eval_transform(pre))
+        if with_masks:
+            ds = MaskedImages(ds, train_transform(pre), mask_state["source"], mask_grid(cfg), keep=mask_state["keep"])
         return ds
 
+    mask_state: dict[str, Any] = {}
     scores: dict[str, torch.Tensor] = {}
     train = {k: make(k, "train", True) for k in wanted}
     val = {k: make(k, "val", False) for k in wanted} if cfg.trainer.val_every_n_epochs > 0 else {}

@@ -623,9 +623,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "plain CSV format: OUT/attributes.csv, OUT/targets.csv and the images "
                                  "(hard-linked). See README 'Your own data: the CSV format'.")
     to_csv.add_arguments(convert)
+    ade = actions.add_parser(
+        "masks-from-ade20k", help="convert ADE20K *_seg.png files to class-index masks (mask supervision)",
+        description="Decode every ADE20K full-dataset *_seg.png under --ade (class = R / 10 * 256 + G) into "
+        "OUT/masks/<image stem>.png, a 16-bit class-index PNG, the layout data.masks reads (see README "
+        "'Mask supervision'). With --object-names also write OUT/mask_classes.csv, each class mapped to "
+        "a SUN attribute through the shipped ADE20K table (siam/data/ade20k_to_sun33.csv) by name.")
+    ade.add_argument("--ade", required=True, help="folder searched recursively for *_seg.png")
+    ade.add_argument("--out", required=True, help="output folder (masks/ and mask_classes.csv)")
+    ade.add_argument("--object-names", default=None, metavar="FILE",
+                     help="text file, line i = the name of class i (1-based), synonyms comma-separated")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "masks-from-ade20k":
+        from siam.data.masks import convert_ade20k
+
+        counts = convert_ade20k(args.ade, args.out, object_names=args.object_names)
+        extra = (f"; {counts['mapped']} of {counts['classes']} classes mapped to attributes in "
+                 f"{args.out}/mask_classes.csv" if args.object_names else
+                 "; write OUT/mask_classes.csv (class_index,class_name,attribute) or pass --object-names")
+        print(f"siam data masks-from-ade20k: wrote {counts['masks']} masks to {args.out}/masks{extra}")
+        return 0
     if args.action == "to-csv":
         from siam.data import to_csv
 

@@ -58,6 +58,11 @@ class DataConfig:
     the SUN batch and ``son_batch_size`` the SoN batch of each step (joint stage: one of each).
     ``cache`` decodes every image once into memory (uint8) - for small data sets such as the
     quickstart's. ``max_bad_fraction`` is how many undecodable images are tolerated (reported).
+    ``masks``: the attribute masks of the optional mask supervision (``optim.mask_weight`` > 0; see
+    :mod:`siam.data.masks`): a folder with ``mask_classes.csv`` + ``masks/<image stem>.png``, or a
+    ``siam synth`` world / its ``truth/masks/sun``; null: ``data.root``'s ``truth/masks/sun`` when
+    present. ``mask_fraction``: only this seeded (``split_seed``) fraction of the SUN training
+    images keep their masks (the rest are trained on labels alone).
     """
 
     root: str | None = None
@@ -72,6 +77,8 @@ class DataConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     split_seed: int = 0
+    masks: str | None = None
+    mask_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,10 @@ class OptimConfig:
     * ``template_l1_mode``: ``"fixed"`` (``template_l1`` x sum of |T|) or ``"adaptive"``
       (``template_l1`` x (L_ref / mean|T|) x mean|T|, the ratio detached, L_ref = L_SUN in the
       joint stage, else the SoN objective; the authors use weight 0.001).
+
+    ``mask_weight``: weight of the optional mask supervision (not in the paper; 0 = the paper):
+    L_SUN + mask_weight x :func:`~siam.training.losses.mask_loss` in the sun and joint stages, on
+    the SUN rows with masks (``data.masks``).
     """
 
     lr: float = 1e-3
@@ -140,6 +151,7 @@ class OptimConfig:
     template_l1_mode: Literal["fixed", "adaptive"] = "fixed"
     template_smoothness: float = 0.0
     variance_weight: float = 0.0
+    mask_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -299,6 +311,8 @@ def _check_values(cfg: TrainConfig) -> None:
     need(o.lr > 0, "optim.lr", o.lr, "a positive float")
     need(o.lr_decay_every >= 0, "optim.lr_decay_every", o.lr_decay_every, "epochs >= 0 (0: constant)")
     need(0 < o.lr_decay_gamma <= 1, "optim.lr_decay_gamma", o.lr_decay_gamma, "a factor in (0, 1]")
+    need(0.0 <= d.mask_fraction <= 1.0, "data.mask_fraction", d.mask_fraction, "a fraction in [0, 1]")
+    need(o.mask_weight >= 0, "optim.mask_weight", o.mask_weight, "a float >= 0 (0: no mask supervision, the paper)")
     for key in ("son_weight", "template_l1", "template_smoothness", "variance_weight", "weight_decay"):
         need(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a float >= 0")
     need(t.max_epochs >= 1 or t.max_steps > 0, "trainer.max_epochs", t.max_epochs, ">= 1 (or set max_steps)")

@@ -65,3 +65,49 @@ def son_loss(
         if v.numel():
             loss = loss + variance_weight * ((v - _rows(variance_target, vmask).float()) ** 2).mean()
     return loss
+
+
+#: mask_loss: the floor of a map's mean over the centre cells when it is normalised (a collapsed
+#: all-zero map then gets a finite gradient, 1 / floor, towards its mask instead of 1 / eps).
+MASK_MEAN_FLOOR = 0.05
+
+
+def mask_loss(maps: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, *, border: int = 0) -> torch.Tensor:
+    """Optional mask supervision (not in the paper): pull each attribute map's *shape* to its mask.
+
+    maps: (B, K, m, m) >= 0 attribute maps; target: (B, K, m, m) in [0, 1], the per-cell mask
+    coverage on the model's grid; valid: (B, K) or (B,) bool, the (row, attribute) pairs whose
+    mask is known; border: cells dropped on each side (the model's border, whose maps are zeroed).
+
+    On the centre cells, both are normalised to mean 1: P = A / max(mean A, MASK_MEAN_FLOOR) and
+    Q = c / mean c; the loss is the mean over cells of (P - Q)^2, averaged over the valid pairs whose
+    mask covers some centre cell. Scale-free on purpose: *how much* an attribute is present is
+    L_SUN's job (presence = tanh of the map's mean), so this term only moves the map's mass into
+    the mask (the quantity ``mass_in_mask`` measures) and never fights the presence labels. It is
+    0 for any map proportional to the coverage (in particular equal to it), and a pair whose mask
+    is empty on the centre cells contributes nothing (L_SUN already pushes its presence down).
+    A graph-connected 0 when no pair counts. Hand example (2 x 2 grid, no border, c = [[1, 0],
+    [0, 0]], A = [[1, a], [a, a]]): Q = [4, 0, 0, 0], P = 4 A / (1 + 3a), loss = 48 a^2 / (1 + 3a)^2.
+    """
+    if maps.shape != target.shape or maps.ndim != 4 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps {tuple(maps.shape)} and target {tuple(target.shape)} must be equal (B, K, m, m)")
+    b, k, m, _ = maps.shape
+    if valid.shape == (b,):
+        valid = valid[:, None].expand(b, k)
+    if valid.shape != (b, k):
+        raise ValueError(f"valid must be (B,) or (B, K) = ({b},) or ({b}, {k}), got {tuple(valid.shape)}")
+    if border < 0 or (border > 0 and m - 2 * border < 1):
+        raise ValueError(f"border {border} leaves no centre cell of a {m} x {m} grid")
+    sl = slice(border, m - border)
+    a = maps[:, :, sl, sl].float().flatten(2)  # (B, K, n)
+    c = target[:, :, sl, sl].float().flatten(2)  # (B, K, n)
+    c_mean = c.mean(-1)  # (B, K)
+    use = valid.bool() & (c_mean > 0)  # (B, K)
+    if not bool(use.any()):
+        return maps.sum() * 0.0
+    a, c = a[use], c[use]  # (N, n)
+    p = a / a.mean(-1, keepdim=True).clamp_min(MASK_MEAN_FLOOR)
+    q = c / c.mean(-1, keepdim=True)
+    return ((p - q) ** 2).mean()
+
+__all__ += ["mask_loss", "MASK_MEAN_FLOOR"]

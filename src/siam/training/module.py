@@ -34,7 +34,7 @@ from siam.errors import SiamError
 from siam.models.baseline import Baseline, BaselineOutput
 from siam.models.siam import SIAM, SIAMOutput
 from siam.training.config import STAGES, OptimConfig
-from siam.training.losses import son_loss, sun_loss
+from siam.training.losses import mask_loss, son_loss, sun_loss
 
 __all__ = ["SiamModule", "NonFiniteError", "trainable_parts"]
 
@@ -128,6 +128,9 @@ class SiamModule(L.LightningModule):
             out = self.model(self._prepare(sun.image))
             terms["sun"] = sun_loss(out.presence, sun.attributes, sun.attributes_mask)
             total = terms["sun"]
+            if o.mask_weight > 0 and sun.masks is not None and isinstance(out, SIAMOutput):
+                terms["mask"] = self._mask_term(out, sun)
+                total = total + o.mask_weight * terms["mask"]
         son = batches.get("son")
         son_total: torch.Tensor | None = None  # the SoN objective: L_SoN (+ smoothness penalty)
         if self.stage in ("son-head", "joint", "baseline") and son is not None and bool(son.score_mask.any()):
@@ -161,6 +164,18 @@ class SiamModule(L.LightningModule):
                 total = total + o.template_l1 * _ratio(main, terms["template_l1"]) * terms["template_l1"]
         terms["total"] = total
         return terms
+
+    def _mask_term(self, out: SIAMOutput, sun: Batch) -> torch.Tensor:
+        """mask_loss of the maps of the SUN rows that have labels and masks (optim.mask_weight)."""
+        if sun.masks is None or sun.masks_valid is None:
+            raise ValueError("a SUN batch without masks reached the mask loss")
+        if sun.masks.shape != out.maps.shape:
+            raise ValueError(
+                f"mask coverage {tuple(sun.masks.shape)} does not match the attribute maps {tuple(out.maps.shape)}; "
+                "the masks must be pooled to the model's grid (model.grid) and attributes"
+            )
+        valid = sun.masks_valid & sun.attributes_mask[:, None]  # (B, K)
+        return mask_loss(out.maps, sun.masks, valid, border=self.model.config.border)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         batches = _as_dict(batch)
