@@ -77,3 +77,40 @@ def test_a_short_run_trains_with_the_mask_term(tmp_path: Path, cache: bool) -> N
     assert res.global_step == 2 and res.model_path.is_file()
     logged = list((tmp_path / f"run{cache}").rglob("metrics.csv"))
     assert logged and "train/mask_loss" in logged[0].read_text().splitlines()[0]
+
+
+def test_masks_of_a_synth_world_equal_its_planted_pooled_masks(tmp_path: Path) -> None:
+    from siam.data.synthetic import SynthConfig, generate, pool_to_grid
+    from siam.evaluation.planted import load_truth
+    from siam.training.config import config_from_dict
+
+    world = tmp_path / "world"
+    generate(world, config=SynthConfig(n_sun=20, n_son=10))
+    cfg = config_from_dict({
+        "stage": "joint", "out": str(tmp_path / "run"), "model": {"backbone": "tiny", "grid": 8},
+        "preprocessing": {"resize": 128, "crop": 128, "max_rotation": 0.0, "hflip": False},
+        "data": {"root": str(world), "batch_size": 8, "num_workers": 0}, "optim": {"mask_weight": 1.0},
+        "trainer": {"val_every_n_epochs": 0}})
+    batch = next(iter(datamodule_from_config(cfg)[0].train_dataloader()))[0]["sun"]
+    truth = load_truth(world / "truth")
+    planted = np.stack([pool_to_grid(truth.masks("sun", i), 8) for i in batch.ids])
+    assert batch.masks.shape == planted.shape and np.allclose(batch.masks.numpy(), planted, atol=1e-6)
+
+
+def test_cli_masks_from_ade20k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from siam.cli import main
+
+    seg = np.zeros((4, 4, 3), dtype=np.uint8)
+    seg[:2, :, 1] = 5  # class 5 (G = 5, R = 0)
+    (tmp_path / "ade").mkdir()
+    Image.fromarray(seg).save(tmp_path / "ade" / "x_seg.png")
+    (tmp_path / "names.txt").write_text("wall\nsky\nfloor\nceiling\ntree\n")
+    assert main(["data", "masks-from-ade20k", "--ade", str(tmp_path / "ade"), "--out", str(tmp_path / "out"),
+                 "--object-names", str(tmp_path / "names.txt")]) == 0
+    assert "wrote 1 masks" in capsys.readouterr().out
+    rows = (tmp_path / "out" / "mask_classes.csv").read_text().splitlines()
+    assert rows[0] == "class_index,class_name,attribute" and "5,tree,trees" in rows
+    assert main(["data", "masks-from-ade20k", "--ade", str(tmp_path / "none"), "--out", str(tmp_path / "o2")]) == 2
+    assert "no ADE20K *_seg.png files found" in capsys.readouterr().err
