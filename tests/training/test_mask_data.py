@@ -114,3 +114,17 @@ def test_cli_masks_from_ade20k(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rows[0] == "class_index,class_name,attribute" and "5,tree,trees" in rows
     assert main(["data", "masks-from-ade20k", "--ade", str(tmp_path / "none"), "--out", str(tmp_path / "o2")]) == 2
     assert "no ADE20K *_seg.png files found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "fraction"), [("truth_quick_masks.yaml", 1.0), ("truth_quick_masks10.yaml", 0.1)])
+def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, fraction: float) -> None:
+    from siam.quickstart import RECIPE, stage_configs
+    from siam.truth.config import read_budget
+
+    root = Path(__file__).resolve().parents[2]
+    _, budget = read_budget(root / "configs" / name)
+    _, quick = read_budget("quick")
+    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
+    raw, overrides = budget.recipe(RECIPE)
+    cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
+    assert all(c.optim.mask_weight == 0.1 and c.data.mask_fraction == fraction for c in cfgs.values())
