@@ -86,7 +86,8 @@ def read_mask_classes(path: str | os.PathLike[str], attributes: Sequence[str]) -
     """
     p = Path(path)
     if not p.is_file():
-        raise DatasetError(f"{p}: file not found (expected {MASK_CLASSES_FILE} with header {','.join(MASK_CLASSES_HEADER)})")
+        raise DatasetError(f"{p}: file not found (expected {MASK_CLASSES_FILE} with header "
+                           f"{','.join(MASK_CLASSES_HEADER)})")
     column = {normalize_name(a): j for j, a in enumerate(attributes)}
     out: dict[int, int] = {}
     seen: set[int] = set()
@@ -94,19 +95,22 @@ def read_mask_classes(path: str | os.PathLike[str], attributes: Sequence[str]) -
         rows = csv.reader(fh)
         header = [h.strip() for h in next(rows, [])]
         if tuple(header) != MASK_CLASSES_HEADER:
-            raise DatasetError(f"{p}, line 1: header must be {','.join(MASK_CLASSES_HEADER)}, got {','.join(header)!r}")
+            raise DatasetError(f"{p}, line 1: header must be {','.join(MASK_CLASSES_HEADER)}, "
+                               f"got {','.join(header)!r}")
         for line, row in enumerate(rows, start=2):
             if not any(c.strip() for c in row):
                 continue
             if len(row) != len(MASK_CLASSES_HEADER):
-                raise DatasetError(f"{p}, line {line}: expected 3 columns (class_index,class_name,attribute), got {len(row)}: {row!r}")
+                raise DatasetError(f"{p}, line {line}: expected 3 columns (class_index,class_name,attribute), "
+                                   f"got {len(row)}: {row!r}")
             raw, _, attr = (c.strip() for c in row)
             try:
                 idx = int(raw)
             except ValueError:
                 idx = -1
             if not 0 <= idx <= MAX_CLASS_INDEX:
-                raise DatasetError(f"{p}, line {line}, column class_index: got {raw!r}; allowed: an integer in [0, {MAX_CLASS_INDEX}]")
+                raise DatasetError(f"{p}, line {line}, column class_index: got {raw!r}; allowed: an integer "
+                                   f"in [0, {MAX_CLASS_INDEX}]")
             if idx in seen:
                 raise DatasetError(f"{p}, line {line}, column class_index: class {idx} is listed twice")
             seen.add(idx)
@@ -259,7 +263,8 @@ def masks_fraction_ids(ids: Sequence[str], fraction: float, seed: int) -> set[st
 # --- geometry ------------------------------------------------------------------------------------
 
 
-def warp_masks(masks: np.ndarray | torch.Tensor, transform: TrainTransform | EvalTransform, params: Any, grid: int) -> torch.Tensor:
+def warp_masks(masks: np.ndarray | torch.Tensor, transform: TrainTransform | EvalTransform, params: Any,
+               grid: int) -> torch.Tensor:
     """(K, H, W) masks -> (K, grid, grid) float32 coverage of the model's cells after the image's
     geometric transform: resize to ``resize`` (antialiased), then the eval centre crop
     (``params`` None) or :meth:`TrainTransform.apply`'s rotation + crop + flip for ``params``.
@@ -299,7 +304,8 @@ class MaskedImages(Dataset):
     def __getitem__(self, index: int) -> Sample:
         s: Sample = self.dataset[index]
         if s.image.dtype != torch.uint8:
-            raise ValueError(f"MaskedImages needs uint8 images from the wrapped dataset, got {s.image.dtype} for {s.id}")
+            raise ValueError(f"MaskedImages needs uint8 images from the wrapped dataset, got {s.image.dtype} "
+                             f"for {s.id}")
         train = isinstance(self.transform, TrainTransform)
         params = self.transform.sample_params() if train else None
         image = self.transform.apply(s.image, params) if train else self.transform(s.image)
