@@ -128,3 +128,13 @@ def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, f
     raw, overrides = budget.recipe(RECIPE)
     cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
     assert all(c.optim.mask_weight == 0.1 and c.data.mask_fraction == fraction for c in cfgs.values())
+
+
+def test_the_paper_recipe_has_no_mask_supervision() -> None:
+    from siam.data.datamodule import uses_masks
+    from siam.training.config import STAGES, load_config
+
+    root = Path(__file__).resolve().parents[2]
+    for stage in STAGES:
+        cfg = load_config(root / "configs" / "paper.yaml", stage=stage)
+        assert cfg.optim.mask_weight == 0.0 and cfg.data.masks is None and not uses_masks(cfg)
