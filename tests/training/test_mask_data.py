@@ -138,3 +138,32 @@ def test_the_paper_recipe_has_no_mask_supervision() -> None:
     for stage in STAGES:
         cfg = load_config(root / "configs" / "paper.yaml", stage=stage)
         assert cfg.optim.mask_weight == 0.0 and cfg.data.masks is None and not uses_masks(cfg)
+
+
+@pytest.mark.parametrize("layout", ["synth", "csv"])
+def test_class_index_png_masks_reach_the_batches(tmp_path: Path, layout: str) -> None:
+    from PIL import Image
+
+    from siam.data.to_csv import convert_to_csv
+
+    data = write_folder(tmp_path / "data", n_sun=12, n_son=12)
+    scipy.io.savemat(data / "sun" / "trainval_idx.mat", {"sets": np.zeros((12, 1))})
+    root = data
+    if layout == "csv":  # the CSV format, matched to the masks by image stem too
+        convert_to_csv(data, tmp_path / "csv")
+        root = tmp_path / "csv"
+    masks = tmp_path / "seg"
+    (masks / "masks").mkdir(parents=True)
+    (masks / "mask_classes.csv").write_text("class_index,class_name,attribute\n0,ground,\n1,bush,green\n2,shrub,green\n")
+    index = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    index[: SIZE // 2, :] = 1  # top half: bush, bottom-left quarter: shrub -> both 'green'
+    index[SIZE // 2 :, : SIZE // 2] = 2
+    for i in range(12):
+        Image.fromarray(index).save(masks / "masks" / f"{i:04d}.png")
+    cfg = tiny_config(tmp_path / f"run_{layout}", "sun",
+                      data={"root": str(root), "batch_size": 8, "masks": str(masks)},
+                      optim={"mask_weight": 1.0}, preprocessing={"hflip": False})
+    batch = next(iter(datamodule_from_config(cfg)[0].train_dataloader()))[0]["sun"]
+    assert batch.masks_valid.tolist() == [[False, True, False]] * 8  # only 'green' is annotated
+    expected = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=float)
+    assert np.allclose(batch.masks[:, 1].numpy(), expected) and batch.masks[:, 0].abs().sum() == 0
