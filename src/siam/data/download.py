@@ -633,13 +633,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ade.add_argument("--out", required=True, help="output folder (masks/ and mask_classes.csv)")
     ade.add_argument("--object-names", default=None, metavar="FILE",
                      help="text file, line i = the name of class i (1-based), synonyms comma-separated")
+    ade.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "masks-from-ade20k":
         from siam.data.masks import convert_ade20k
 
-        counts = convert_ade20k(args.ade, args.out, object_names=args.object_names)
+        counts = convert_ade20k(args.ade, args.out, object_names=args.object_names, show_progress=not args.quiet)
         extra = (f"; {counts['mapped']} of {counts['classes']} classes mapped to attributes in "
                  f"{args.out}/mask_classes.csv" if args.object_names else
                  "; write OUT/mask_classes.csv (class_index,class_name,attribute) or pass --object-names")

@@ -347,19 +347,23 @@ def _name_keys(name: str) -> list[str]:
 
 
 def convert_ade20k(ade: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                   object_names: str | os.PathLike[str] | None = None) -> dict[str, int]:
+                   object_names: str | os.PathLike[str] | None = None, show_progress: bool = False) -> dict[str, int]:
     """Write ``OUT/masks/<stem>.png`` (16-bit class index) for every ``*_seg.png`` under ``ade``.
 
     ``<stem>`` drops the ``_seg`` suffix, so the mask pairs with the image ``<stem>.jpg``. With
     ``object_names`` (a text file, line i = the name of class i, 1-based; synonyms comma-separated)
     also writes ``OUT/mask_classes.csv``, each class mapped through the shipped ADE20K table by
-    name (blank when no synonym matches). Returns counts {"masks", "classes", "mapped"}.
+    name (blank when no synonym matches). ``show_progress``: a bar / progress lines per mask.
+    Returns counts {"masks", "classes", "mapped"}.
     """
+    from siam.progress import progress
+
     src, dst = Path(ade), Path(out)
     files = sorted(src.rglob("*_seg.png"))
     if not files:
         raise DatasetError(f"{src}: no ADE20K *_seg.png files found")
     (dst / MASKS_DIR).mkdir(parents=True, exist_ok=True)
+    bar = progress(total=len(files), desc="masks-from-ade20k", unit="mask", enabled=show_progress)
     for f in files:
         with Image.open(f) as im:
             if im.mode != "RGB":
@@ -368,6 +372,8 @@ def convert_ade20k(ade: str | os.PathLike[str], out: str | os.PathLike[str], *,
         if cls.max() > MAX_CLASS_INDEX:
             raise DatasetError(f"{f}: class {int(cls.max())} does not fit a 16-bit PNG")
         Image.fromarray(cls.astype(np.uint16)).save(dst / MASKS_DIR / f"{f.stem.removesuffix('_seg')}.png")
+        bar.update(1)
+    bar.close()
     counts = {"masks": len(files), "classes": 0, "mapped": 0}
     if object_names is not None:
         table: dict[str, str] = {}
