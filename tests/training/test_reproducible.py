@@ -104,3 +104,18 @@ def test_deterministic_kernels_are_on_by_default(tmp_path: Path) -> None:
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_epoch_shuffle_depends_on_seed_and_epoch_only() -> None:
+    """A resumed run (a fresh sampler told its epoch) draws the order of the uninterrupted run."""
+    from siam.data.datamodule import EpochShuffle
+
+    data = list(range(20))
+    running = EpochShuffle(data, seed=2)
+    orders = [list(running) for _ in range(4)]  # four passes
+    assert len({tuple(o) for o in orders}) == 4 and sorted(orders[0]) == data
+    resumed = EpochShuffle(data, seed=2)
+    resumed.set_epoch(3)
+    assert list(resumed) == orders[3]
+    other = EpochShuffle(data, seed=3)
+    assert list(other) != orders[0]

@@ -19,13 +19,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, data_layout
 from siam.data.samples import Sample, collate
 from siam.errors import DatasetError
 
-__all__ = ["SiamDataModule", "CachedImages", "STAGE_DATASETS", "datamodule_from_config", "data_roots", "csv_root",
+__all__ = ["SiamDataModule", "CachedImages", "EpochShuffle", "STAGE_DATASETS", "datamodule_from_config", "data_roots", "csv_root",
            "CSV_ROWS"]
 
 # Which rows of a CSV folder play each dataset's role (siam.data.csv_folder.CsvDataset ``rows``).
@@ -71,14 +71,33 @@ class CachedImages(Dataset):
         )
 
 
+class EpochShuffle(RandomSampler):
+    """A shuffle whose permutation is a function of (seed, epoch) only: epoch e of a resumed run
+    sees the same order as epoch e of an uninterrupted one. Lightning sets the epoch before each
+    pass (and, being a RandomSampler, replaces it with a DistributedSampler under DDP)."""
+
+    def __init__(self, data_source: Any, *, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Any:
+        g = torch.Generator().manual_seed((self.seed * _SEED_STRIDE + self.epoch) % 2**63)
+        self.epoch += 1  # a loop that does not call set_epoch still draws a new order each pass
+        return iter(torch.randperm(len(self.data_source), generator=g).tolist())
+
+
 class SiamDataModule(L.LightningDataModule):
     """Loaders over named datasets (``"sun"``, ``"son"``) for training and validation.
 
     ``batch_sizes`` maps a dataset name to its per-step batch size. Training loaders shuffle and
     drop the last incomplete batch (BatchNorm needs > 1 row); validation loaders are sequential.
 
-    ``seed``: the data order's seed (each training loader gets its own generator, seeded from it and
-    the dataset's name; None: ``torch.initial_seed()`` when the loaders are made, i.e. the run's
+    ``seed``: the data order's seed (each training loader shuffles with an :class:`EpochShuffle`
+    and seeds its workers from it and the dataset's name; None: ``torch.initial_seed()`` when the loaders are made, i.e. the run's
     seed after ``seed_everything``). ``balanced_sampling``: a target rate for attribute-balanced
     sampling of the ``"sun"`` set (:class:`siam.data.balance.BalancedSampler`; None: shuffling).
     """
@@ -122,13 +141,14 @@ class SiamDataModule(L.LightningDataModule):
         if train:
             seed = self.seed if self.seed is not None else torch.initial_seed()
             seed = (int(seed) * _SEED_STRIDE + sum(name.encode())) % 2**63  # one stream per dataset
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)  # seeds the workers
             if name == "sun" and self.balanced_sampling is not None:
                 sampler = self._balanced_sampler(ds, seed)
+            else:
+                sampler = EpochShuffle(ds, seed=seed)
         return DataLoader(
             ds,
             batch_size=min(batch_size, n),
-            shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=train and n > batch_size,
             collate_fn=collate,
