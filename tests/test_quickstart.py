@@ -215,6 +215,10 @@ def test_a_model_saved_before_a_config_key_existed_is_still_reused(tmp_path: Pat
     model = siam.build_model(backbone="tiny", grid=4, border=0)
     siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=old)
     assert trained_model("sun", cfg) == tmp_path / "model.safetensors"
+    before_warn = cfg.to_dict()
+    before_warn["trainer"]["deterministic"] = False  # the default before "warn": a kernel choice, kept
+    siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=before_warn)
+    assert trained_model("sun", cfg) == tmp_path / "model.safetensors"
 
     other = cfg.to_dict()
     other["optim"]["lr"] = cfg.optim.lr * 2
