@@ -88,3 +88,27 @@ def test_sun_loss_pos_weight_scales_the_positive_term_per_attribute() -> None:
     torch.testing.assert_close(sun_loss(p, y, pos_weight=torch.ones(2)), sun_loss(p, y))
     with pytest.raises(ValueError, match="one weight per attribute"):
         sun_loss(p, y, pos_weight=torch.ones(3))
+
+
+def test_a_collapsed_attribute_recovers_only_with_the_straight_through_clamp() -> None:
+    """presence = tanh(relu(w)) with w = 1e-7 and label 1: ten Adam steps on sun_loss raise the
+    presence above 0.1; with the old plain clamp the gradient is 0 and w never moves. A map whose
+    ReLU is dead everywhere (w < 0: presence exactly 0) gets no gradient from either loss."""
+    from siam.training.losses import PRESENCE_EPS
+
+    def train(loss_fn, start: float = 1e-7) -> float:  # noqa: ANN001
+        w = torch.tensor([start], requires_grad=True)
+        opt = torch.optim.Adam([w], lr=0.05)
+        for _ in range(10):
+            opt.zero_grad()
+            loss_fn(torch.tanh(torch.relu(w))[None], torch.ones(1, 1)).backward()
+            opt.step()
+        return float(torch.tanh(torch.relu(w.detach())))
+
+    def old(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # the loss before the fix
+        p = p.clamp(PRESENCE_EPS, 1 - PRESENCE_EPS)
+        return -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()
+
+    assert train(sun_loss) > 0.1
+    assert train(old) == pytest.approx(1e-7, rel=1e-3)
+    assert train(sun_loss, start=-0.1) == train(old, start=-0.1) == 0.0

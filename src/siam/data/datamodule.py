@@ -170,7 +170,13 @@ class SiamDataModule(L.LightningDataModule):
         labels = dataset_labels(ds)
         weights = balanced_weights(labels, self.balanced_sampling)  # type: ignore[arg-type]
         present = (labels >= PRESENT).float()
-        self.sampling_rates = {"before": present.mean(0).tolist(), "after": expected_rates(present, weights).tolist()}
+        before, after = present.mean(0), expected_rates(present, weights)
+        self.sampling_rates = {"before": before.tolist(), "after": after.tolist()}
+        lifted = (after > before + 1e-9).nonzero().flatten().tolist()
+        if lifted:
+            k = min(lifted, key=lambda i: float(before[i]))
+            print(f"siam train: balanced sampling lifts {len(lifted)} attribute(s) towards {self.balanced_sampling:g} "
+                  f"of the draws (rarest: {float(before[k]):.1%} -> {float(after[k]):.1%})", flush=True)
         return BalancedSampler(weights, seed=seed)
 
     def train_dataloader(self) -> Any:
