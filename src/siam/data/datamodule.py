@@ -25,8 +25,8 @@ from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, data_layout
 from siam.data.samples import Sample, collate
 from siam.errors import DatasetError
 
-__all__ = ["SiamDataModule", "CachedImages", "EpochShuffle", "STAGE_DATASETS", "datamodule_from_config", "data_roots", "csv_root",
-           "CSV_ROWS"]
+__all__ = ["SiamDataModule", "CachedImages", "EpochShuffle", "STAGE_DATASETS", "datamodule_from_config", "data_roots",
+           "csv_root", "CSV_ROWS"]
 
 # Which rows of a CSV folder play each dataset's role (siam.data.csv_folder.CsvDataset ``rows``).
 CSV_ROWS: dict[str, str] = {"sun": "attributes", "son": "targets"}
@@ -97,9 +97,10 @@ class SiamDataModule(L.LightningDataModule):
     drop the last incomplete batch (BatchNorm needs > 1 row); validation loaders are sequential.
 
     ``seed``: the data order's seed (each training loader shuffles with an :class:`EpochShuffle`
-    and seeds its workers from it and the dataset's name; None: ``torch.initial_seed()`` when the loaders are made, i.e. the run's
-    seed after ``seed_everything``). ``balanced_sampling``: a target rate for attribute-balanced
-    sampling of the ``"sun"`` set (:class:`siam.data.balance.BalancedSampler`; None: shuffling).
+    and seeds its workers from it and the dataset's name; None: ``torch.initial_seed()`` when the
+    loaders are made, i.e. the run's seed after ``seed_everything``). ``balanced_sampling``: a
+    target rate for attribute-balanced sampling of the ``"sun"`` set
+    (:class:`siam.data.balance.BalancedSampler`; None: shuffling).
     """
 
     def __init__(
