@@ -124,7 +124,9 @@ def test_explain_hook_accepts_what_the_quickstart_passes(tmp_path: Path) -> None
     inspect.signature(quickstart_hook).bind(out=tmp_path, data=tmp_path, models={}, report={})
 
 
-def test_chain_takes_the_baseline_core_once_it_exits() -> None:
+def test_chain_takes_the_baseline_core_at_the_next_stage_boundary() -> None:
+    """The freed core is taken when a stage starts, never partway through one (a thread count that
+    changes mid-stage changes the summation order at a timing-dependent step)."""
     import torch
 
     from siam.quickstart import _freed_core_callback
@@ -143,13 +145,15 @@ def test_chain_takes_the_baseline_core_once_it_exits() -> None:
     try:
         torch.set_num_threads(1)
         cb = _freed_core_callback(child, 2)  # type: ignore[arg-type]
-        cb.on_train_batch_start(None, None, None, 0)
+        cb.on_train_start(None, None)
         assert torch.get_num_threads() == 1  # baseline still running: keep one thread
         child.proc.code = 0
         cb.on_train_batch_start(None, None, None, 1)
-        assert torch.get_num_threads() == 2  # its core is free: use it
+        assert torch.get_num_threads() == 1  # it exited mid-stage: this stage keeps its count
+        _freed_core_callback(child, 2).on_train_start(None, None)  # type: ignore[arg-type]
+        assert torch.get_num_threads() == 2  # the next stage starts with its core
         torch.set_num_threads(1)
-        _freed_core_callback(None, 2).on_train_batch_start(None, None, None, 0)
+        _freed_core_callback(None, 2).on_train_start(None, None)
         assert torch.get_num_threads() == 2  # baseline already trained earlier: both cores at once
     finally:
         torch.set_num_threads(before)
@@ -210,6 +214,10 @@ def test_a_model_saved_before_a_config_key_existed_is_still_reused(tmp_path: Pat
     del old["optim"]["son_weight_mode"]  # a key added later, at its default
     model = siam.build_model(backbone="tiny", grid=4, border=0)
     siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=old)
+    assert trained_model("sun", cfg) == tmp_path / "model.safetensors"
+    before_warn = cfg.to_dict()
+    before_warn["trainer"]["deterministic"] = False  # the default before "warn": a kernel choice, kept
+    siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=before_warn)
     assert trained_model("sun", cfg) == tmp_path / "model.safetensors"
 
     other = cfg.to_dict()

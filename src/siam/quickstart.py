@@ -177,6 +177,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A train config without the keys that do not change what is trained (display only)."""
     c = json.loads(json.dumps(config))
     c.get("trainer", {}).pop("progress_bar", None)
+    c.get("trainer", {}).pop("deterministic", None)  # kernel choice only; its default changed (was false)
     return c
 
 
@@ -220,15 +221,21 @@ def _usable_cores() -> int:
 
 
 def _freed_core_callback(child: "_Child | None", threads: int) -> Any:
-    """A Lightning callback that raises this process's torch threads to ``threads`` as soon as the
-    baseline's child process has exited, so its core does not sit idle for the rest of the chain."""
+    """A Lightning callback that raises this process's torch threads to ``threads`` at the start of
+    a stage when the baseline's child process has exited by then, so its core does not sit idle.
+
+    Only at a stage boundary, never within a stage: a thread count that changed partway through a
+    stage would change the summation order from a moment set by the other process's timing, and two
+    runs with the same seed would then differ. The count a stage ran with is printed.
+    """
     import lightning as L
     import torch
 
     class _UseFreedCore(L.Callback):
-        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             if torch.get_num_threads() < threads and (child is None or child.proc.poll() is not None):
                 torch.set_num_threads(threads)
+            print(f"siam quickstart: this stage uses {torch.get_num_threads()} thread(s)", flush=True)
 
     return _UseFreedCore()
 

@@ -19,17 +19,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, data_layout
 from siam.data.samples import Sample, collate
 from siam.errors import DatasetError
 
-__all__ = ["SiamDataModule", "CachedImages", "STAGE_DATASETS", "datamodule_from_config", "data_roots", "csv_root",
-           "CSV_ROWS"]
+__all__ = ["SiamDataModule", "CachedImages", "EpochShuffle", "STAGE_DATASETS", "datamodule_from_config", "data_roots",
+           "csv_root", "CSV_ROWS"]
 
 # Which rows of a CSV folder play each dataset's role (siam.data.csv_folder.CsvDataset ``rows``).
 CSV_ROWS: dict[str, str] = {"sun": "attributes", "son": "targets"}
+
+_SEED_STRIDE = 1_000_003  # spreads (seed, dataset) pairs over distinct generator seeds
 
 # Which datasets each training stage draws batches from.
 STAGE_DATASETS: dict[str, tuple[str, ...]] = {
@@ -69,11 +71,36 @@ class CachedImages(Dataset):
         )
 
 
+class EpochShuffle(RandomSampler):
+    """A shuffle whose permutation is a function of (seed, epoch) only: epoch e of a resumed run
+    sees the same order as epoch e of an uninterrupted one. Lightning sets the epoch before each
+    pass (and, being a RandomSampler, replaces it with a DistributedSampler under DDP)."""
+
+    def __init__(self, data_source: Any, *, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Any:
+        g = torch.Generator().manual_seed((self.seed * _SEED_STRIDE + self.epoch) % 2**63)
+        self.epoch += 1  # a loop that does not call set_epoch still draws a new order each pass
+        return iter(torch.randperm(len(self.data_source), generator=g).tolist())
+
+
 class SiamDataModule(L.LightningDataModule):
     """Loaders over named datasets (``"sun"``, ``"son"``) for training and validation.
 
     ``batch_sizes`` maps a dataset name to its per-step batch size. Training loaders shuffle and
     drop the last incomplete batch (BatchNorm needs > 1 row); validation loaders are sequential.
+
+    ``seed``: the data order's seed (each training loader shuffles with an :class:`EpochShuffle`
+    and seeds its workers from it and the dataset's name; None: ``torch.initial_seed()`` when the
+    loaders are made, i.e. the run's seed after ``seed_everything``). ``balanced_sampling``: a
+    target rate for attribute-balanced sampling of the ``"sun"`` set
+    (:class:`siam.data.balance.BalancedSampler`; None: shuffling).
     """
 
     def __init__(
@@ -85,6 +112,8 @@ class SiamDataModule(L.LightningDataModule):
         val_batch_size: int = 64,
         num_workers: int = 0,
         mode: str = "max_size_cycle",
+        seed: int | None = None,
+        balanced_sampling: float | None = None,
     ) -> None:
         super().__init__()
         if not train:
@@ -101,23 +130,60 @@ class SiamDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.mode = mode
+        self.seed = seed
+        if balanced_sampling is not None and "sun" not in self.train_sets:
+            balanced_sampling = None  # nothing to balance in a stage without SUN images
+        self.balanced_sampling = balanced_sampling
+        self.sampling_rates: dict[str, Any] | None = None  # filled by the balanced sampler
 
-    def _loader(self, ds: Dataset, batch_size: int, *, train: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, batch_size: int, *, train: bool, name: str = "") -> DataLoader:
         n = len(ds)  # type: ignore[arg-type]
+        generator = sampler = None
+        if train:
+            seed = self.seed if self.seed is not None else torch.initial_seed()
+            seed = (int(seed) * _SEED_STRIDE + sum(name.encode())) % 2**63  # one stream per dataset
+            generator = torch.Generator().manual_seed(seed)  # seeds the workers
+            if name == "sun" and self.balanced_sampling is not None:
+                sampler = self._balanced_sampler(ds, seed)
+            else:
+                sampler = EpochShuffle(ds, seed=seed)
         return DataLoader(
             ds,
             batch_size=min(batch_size, n),
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and n > batch_size,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=generator,
         )
+
+    def _balanced_sampler(self, ds: Dataset, seed: int) -> Any:
+        from siam.data.balance import PRESENT, BalancedSampler, balanced_weights, dataset_labels, expected_rates
+        from siam.errors import ConfigError
+
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        if world > 1:
+            raise ConfigError(
+                f"data.balanced_sampling={self.balanced_sampling} supports single-process training only; this "
+                f"run has {world} processes (DDP). Set data.balanced_sampling=null or train on one device."
+            )
+        labels = dataset_labels(ds)
+        weights = balanced_weights(labels, self.balanced_sampling)  # type: ignore[arg-type]
+        present = (labels >= PRESENT).float()
+        before, after = present.mean(0), expected_rates(present, weights)
+        self.sampling_rates = {"before": before.tolist(), "after": after.tolist()}
+        lifted = (after > before + 1e-9).nonzero().flatten().tolist()
+        if lifted:
+            k = min(lifted, key=lambda i: float(before[i]))
+            print(f"siam train: balanced sampling lifts {len(lifted)} attribute(s) towards {self.balanced_sampling:g} "
+                  f"of the draws (rarest: {float(before[k]):.1%} -> {float(after[k]):.1%})", flush=True)
+        return BalancedSampler(weights, seed=seed)
 
     def train_dataloader(self) -> Any:
         from lightning.pytorch.utilities import CombinedLoader
 
-        loaders = {k: self._loader(ds, self.batch_sizes[k], train=True) for k, ds in self.train_sets.items()}
+        loaders = {k: self._loader(ds, self.batch_sizes[k], train=True, name=k) for k, ds in self.train_sets.items()}
         return CombinedLoader(loaders, mode=self.mode)
 
     def val_dataloader(self) -> Any:
@@ -325,6 +391,7 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     son_bs = d.son_batch_size or d.batch_size
     dm = SiamDataModule(
         train=train, val=val, batch_sizes={"sun": d.batch_size, "son": son_bs},
-        val_batch_size=d.val_batch_size, num_workers=d.num_workers,
+        val_batch_size=d.val_batch_size, num_workers=d.num_workers, seed=cfg.trainer.seed,
+        balanced_sampling=d.balanced_sampling,
     )
     return dm, names, son_mean

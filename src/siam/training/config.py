@@ -63,6 +63,9 @@ class DataConfig:
     ``siam synth`` world / its ``truth/masks/sun``; null: ``data.root``'s ``truth/masks/sun`` when
     present. ``mask_fraction``: only this seeded (``split_seed``) fraction of the SUN training
     images keep their masks (the rest are trained on labels alone).
+    ``balanced_sampling``: null (the paper: each epoch shuffles the SUN images once) or a rate r in
+    (0, 1): SUN images are drawn with replacement, weighted so that every attribute present in fewer
+    than r of the draws is lifted to r (:mod:`siam.data.balance`; single-process training only).
     """
 
     root: str | None = None
@@ -79,6 +82,7 @@ class DataConfig:
     split_seed: int = 0
     masks: str | None = None
     mask_fraction: float = 1.0
+    balanced_sampling: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,10 @@ class OptimConfig:
     L1 penalty on the templates. ``template_smoothness``: weight of the optional penalty on squared
     differences between neighbouring cells of the effective templates; it is part of the SoN objective (L_SoN + smoothness x roughness), so in
     the joint stage it is scaled by ``son_weight`` too. ``variance_weight``: weight of the
-    vote-variance regression (models with ``predict_variance``).
+    vote-variance regression (models with ``predict_variance``). ``presence_pos_weight``: the
+    positive weight of the SUN BCE per attribute, ``"none"`` (the paper), ``"balanced"``
+    (sqrt(neg/pos) of the training labels, in [1, 10]) or one float for all attributes
+    (:func:`siam.data.balance.presence_pos_weight`).
 
     The authors' code weights both adaptively; the ``*_mode`` keys offer that (gradients scaled by
     detached loss ratios, so each term's *value* is a fixed fraction of the main loss):
@@ -152,6 +159,7 @@ class OptimConfig:
     template_smoothness: float = 0.0
     variance_weight: float = 0.0
     mask_weight: float = 0.0
+    presence_pos_weight: Literal["none", "balanced"] | float = "none"
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,13 @@ class TrainerConfig:
 
     ``progress_bar``: show progress; a live bar when stdout and stderr are terminals, else one plain
     line per epoch (no carriage returns in logs); false: neither.
+
+    Reproducibility: ``seed`` seeds the weights, the augmentations and the data order (every
+    shuffling loader and sampler has its own generator seeded from it; workers are seeded too).
+    ``deterministic``: ``"warn"`` (default) uses deterministic kernels where torch has them and
+    warns where it has none (``torch.use_deterministic_algorithms(True, warn_only=True)``), true
+    raises there instead, false lets torch pick the fastest. ``num_threads``: torch's intra-op
+    threads for the run (null: torch's default); a fixed count also fixes the summation order.
     """
 
     max_epochs: int = 30
@@ -175,7 +190,7 @@ class TrainerConfig:
     val_every_n_epochs: int = 1
     progress_bar: bool = True
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool | Literal["warn"] = "warn"
     num_threads: int | None = None
 
 
@@ -308,6 +323,10 @@ def _check_values(cfg: TrainConfig) -> None:
     need(d.val_batch_size >= 1, "data.val_batch_size", d.val_batch_size, "an integer >= 1")
     need(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
     need(0.0 <= d.max_bad_fraction <= 1.0, "data.max_bad_fraction", d.max_bad_fraction, "a fraction in [0, 1]")
+    need(d.balanced_sampling is None or 0.0 < d.balanced_sampling < 1.0, "data.balanced_sampling",
+         d.balanced_sampling, "null or a target rate in (0, 1)")
+    need(isinstance(o.presence_pos_weight, str) or o.presence_pos_weight > 0, "optim.presence_pos_weight",
+         o.presence_pos_weight, "'none', 'balanced' or a float > 0")
     need(o.lr > 0, "optim.lr", o.lr, "a positive float")
     need(o.lr_decay_every >= 0, "optim.lr_decay_every", o.lr_decay_every, "epochs >= 0 (0: constant)")
     need(0 < o.lr_decay_gamma <= 1, "optim.lr_decay_gamma", o.lr_decay_gamma, "a factor in (0, 1]")

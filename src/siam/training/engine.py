@@ -178,6 +178,20 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback]) -> L.Trai
     )
 
 
+def _pos_weight(cfg: TrainConfig, datamodule: SiamDataModule) -> torch.Tensor | None:
+    """``optim.presence_pos_weight`` as a (K,) tensor from the SUN training labels (None: off)."""
+    mode = cfg.optim.presence_pos_weight
+    if mode == "none" or cfg.stage not in ("sun", "joint") or "sun" not in datamodule.train_sets:
+        return None
+    from siam.data.balance import dataset_labels, presence_pos_weight
+
+    weights = presence_pos_weight(dataset_labels(datamodule.train_sets["sun"]), mode)
+    if weights is not None:
+        print(f"siam train: presence_pos_weight={mode!r}: min {float(weights.min()):.2f}, "
+              f"max {float(weights.max()):.2f} over {len(weights)} attributes", flush=True)
+    return weights
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -231,7 +245,8 @@ def _fit(
     model = build_stage_model(cfg, attributes) if ckpt_path else prepare_model(cfg, attributes, son_train_mean)
     provenance = stage_trained_on(cfg)
     module = SiamModule(model, stage=cfg.stage, optim=cfg.optim, train_config=cfg.to_dict(),
-                        channels_last=cfg.trainer.channels_last, trained_on=provenance)
+                        channels_last=cfg.trainer.channels_last, trained_on=provenance,
+                        pos_weight=_pos_weight(cfg, datamodule))
     trainer = _trainer(cfg, out, [ResumeNotice(ckpt_path), *callbacks])
     with warnings.catch_warnings():
         # Frozen parts (son-head: f) are in eval mode on purpose.

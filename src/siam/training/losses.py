@@ -1,7 +1,8 @@
 """Losses of the SIAM training stages (paper Sec. 3.3).
 
 * L_SUN: binary cross-entropy between the attribute presence (B, K) and the continuous SUN labels
-  (fraction of annotators who saw the attribute), on SUN rows only.
+  (fraction of annotators who saw the attribute), on SUN rows only; optionally with a positive
+  weight per attribute (``optim.presence_pos_weight``, for rare attributes).
 * L_SoN: mean squared error between the predicted and the mean ScenicOrNot score, on SoN rows only,
   optionally plus the squared error of the predicted vote variance.
 * joint: L = L_SUN + lambda L_SoN (lambda = 0.1 by default).
@@ -23,19 +24,38 @@ def _rows(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return t if mask is None else t[mask]
 
 
-def sun_loss(presence: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def sun_loss(
+    presence: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean BCE over the (row, attribute) pairs of the rows selected by ``mask``.
 
     presence: (B, K) in [0, 1] (tanh or sigmoid of the pooled map); labels: (B, K) in [0, 1];
-    mask: (B,) bool, True for rows with SUN labels (None: all rows).
+    mask: (B,) bool, True for rows with SUN labels (None: all rows); pos_weight: (K,) weight of the
+    positive term per attribute (None: 1), -(w_k y log p + (1 - y) log(1 - p)).
+
+    The presence is clamped to [eps, 1 - eps] *straight-through*: the loss value is that of the
+    clamped presence (finite at 0 and 1), but its gradient is passed on to presences outside the
+    clamp, as if they sat on its edge. A collapsed map (presence 1e-7, label 1) is thus pushed back
+    up with the steepest gradient the loss has inside the clamp (-1/eps per pair), not with 0 as a
+    plain clamp would; inside the clamp value and gradient are those of the plain BCE.
     """
     if presence.shape != labels.shape:
         raise ValueError(f"presence {tuple(presence.shape)} and labels {tuple(labels.shape)} differ in shape")
-    p = _rows(presence, mask).float().clamp(PRESENCE_EPS, 1.0 - PRESENCE_EPS)  # (N, K)
+    p = _rows(presence, mask).float()  # (N, K)
     y = _rows(labels, mask).float()  # (N, K)
     if p.numel() == 0:
         return presence.sum() * 0.0
-    return -(y * torch.log(p) + (1.0 - y) * torch.log1p(-p)).mean()
+    p = p + (p.clamp(PRESENCE_EPS, 1.0 - PRESENCE_EPS) - p).detach()  # value clamped, gradient kept
+    positive = y * torch.log(p)
+    if pos_weight is not None:
+        if pos_weight.shape != (p.shape[-1],):
+            raise ValueError(f"pos_weight {tuple(pos_weight.shape)} must have one weight per attribute ({p.shape[-1]})")
+        positive = positive * pos_weight.to(device=p.device, dtype=p.dtype)
+    return -(positive + (1.0 - y) * torch.log1p(-p)).mean()
 
 
 def son_loss(

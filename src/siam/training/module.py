@@ -63,7 +63,8 @@ class SiamModule(L.LightningModule):
 
     ``train_config`` (the resolved :class:`~siam.training.config.TrainConfig` as a dict) is stored
     in every checkpoint's ``siam_meta``, as is ``trained_on`` (:mod:`siam.provenance`).
-    ``channels_last`` converts model and inputs.
+    ``channels_last`` converts model and inputs. ``pos_weight``: (K,) positive weight per attribute
+    in the SUN loss (``optim.presence_pos_weight``; None: 1).
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class SiamModule(L.LightningModule):
         train_config: dict[str, Any] | None = None,
         channels_last: bool = False,
         trained_on: dict[str, Any] | None = None,
+        pos_weight: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        self.pos_weight = pos_weight
         self.trained_on = trained_on
         self.model = model
         self.stage = stage
@@ -126,7 +129,7 @@ class SiamModule(L.LightningModule):
             if sun.attributes is None:
                 raise ValueError("a SUN batch without attribute labels reached the SUN loss")
             out = self.model(self._prepare(sun.image))
-            terms["sun"] = sun_loss(out.presence, sun.attributes, sun.attributes_mask)
+            terms["sun"] = sun_loss(out.presence, sun.attributes, sun.attributes_mask, pos_weight=self.pos_weight)
             total = terms["sun"]
             if o.mask_weight > 0 and sun.masks is not None and isinstance(out, SIAMOutput):
                 terms["mask"] = self._mask_term(out, sun)
