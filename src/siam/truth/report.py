@@ -229,7 +229,9 @@ def _summary(report: Mapping[str, Any]) -> list[str]:
     lines = [f"siam truth: {len(report['seeds'])} seed(s), budget {report['budget']}"]
     for metric in METRICS:
         s = j[metric]
-        lines.append(f"  siam_joint {metric}: {_f(s['mean'])} +- {_f(s['sd'])} (seeds), ci95 {s.get('ci95')}"
+        ci = s.get("ci95")
+        ci_text = f"[{_f(ci[0])}, {_f(ci[1])}]" if ci else "n/a"
+        lines.append(f"  siam_joint {metric}: {_f(s['mean'])} +- {_f(s['sd'])} (seeds), ci95 {ci_text}"
                      + (f", ceiling {_f(report['ceilings'][metric]['mean'])}" if metric in report["ceilings"] else ""))
     lines.append(f"  shuffled control contribution_r {_f(c['shuffled_scores']['contribution_r']['mean'])}, "
                  f"template_r {_f(c['shuffled_scores']['template_r']['mean'])}")
