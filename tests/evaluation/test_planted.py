@@ -267,3 +267,25 @@ def test_bootstrap_ci_resamples_paired_arrays_together() -> None:
     assert 0.8 < lo < hi < 1.0
     with pytest.raises(ValueError, match="share"):
         P.bootstrap_ci((pred, target[:10]))
+
+
+def test_per_attribute_contribution_r_keeps_rare_attributes_seen_often_enough() -> None:
+    """An attribute in 4 % of 1000 images (40 >= 30) is below the headline's 5 % share, so the
+    headline skips it, but the per-attribute diagnostic reports its r; one in 2 % (20) is skipped."""
+    from siam.evaluation.planted import contribution_r, contribution_r_per_attribute
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    present = np.zeros((n, 3), dtype=bool)
+    present[:, 0] = rng.random(n) < 0.5
+    present[:40, 1] = True
+    present[:20, 2] = True
+    planted = present * rng.uniform(0.5, 1.5, (n, 3))
+    predicted = 2 * planted + 0.1 * present * rng.normal(size=(n, 3))
+    names = ["common", "rare", "rarer"]
+    headline = contribution_r(predicted, planted, present, names)
+    each = contribution_r_per_attribute(predicted, planted, present, names)
+    assert set(headline.per_item) == {"common"} and set(each.per_item) == {"common", "rare"}
+    assert each.skipped == ["rarer"]
+    want = float(np.corrcoef(predicted[:, 1], planted[:, 1])[0, 1])
+    assert each.per_item["rare"] == pytest.approx(want, abs=1e-9)

@@ -156,6 +156,7 @@ def evaluate_model(
                 k = len(shared)
                 C, Pc, Pr = _cat(contrib, width=k), _cat(planted_c, width=k), _cat(present, width=k) > 0.5
                 cr = P.contribution_r(C, Pc, Pr, shared)
+                cr_each = P.contribution_r_per_attribute(C, Pc, Pr, shared)
                 E = model.effective_templates().detach()[mi]
                 T_all = truth.templates[ti]
                 seen = P.observed_cells(_cat(pooled_seen).reshape(-1, k, truth.grid, truth.grid))
@@ -167,7 +168,8 @@ def evaluate_model(
                 out["template_r"] = _clean(tr.value)
                 out["template_sign_agreement"] = _clean(sg.value)
                 out["mass_in_mask"] = _clean(float(mm.mean()) if mm.size else math.nan)
-                details.update(contribution_r=cr.to_dict(), template_r=tr.to_dict(),
+                details.update(contribution_r=cr.to_dict(), contribution_r_per_attribute=cr_each.to_dict(),
+                               template_r=tr.to_dict(),
                                template_r_all_cells=tr_all.to_dict(),
                                template_sign_agreement=sg.to_dict(), mass_in_mask_pairs=int(mm.size),
                                mass_in_mask_empty_maps=int((mm == 0).sum()),

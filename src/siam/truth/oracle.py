@@ -129,12 +129,13 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
     planted = P.planted_contributions(T, pooled)  # (N, K)
     present = pooled.flatten(2).amax(-1) > 0  # (N, K)
     cr = P.contribution_r(contrib, planted, present, names)
+    cr_each = P.contribution_r_per_attribute(contrib, planted, present, names)
     seen = P.observed_cells(pooled, share=observed_share)  # (K, m_t, m_t), as the evaluation's template_r
     valid = border_mask(X.shape[-1], border)
     tr = P.template_r(head.effective_templates(), T, names, valid=valid, cells=seen)
     sg = P.effect_sign_agreement(contrib, planted, present, names)
     return {"contribution_r": cr.value, "template_r": tr.value, "template_sign_agreement": sg.value,
-            "per_attribute": {"contribution_r": cr.per_item, "template_r": tr.per_item},
+            "per_attribute": {"contribution_r": cr_each.per_item, "template_r": tr.per_item},
             "contributions": contrib.numpy(), "planted": planted.numpy(), "present": present.numpy()}
 
 
