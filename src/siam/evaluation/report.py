@@ -143,11 +143,20 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], *, title: str | None = None) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir``; returns their paths."""
+    return write_json_and_markdown(
+        out_dir, "report", report, render_markdown(report, **({"title": title} if title else {}))
+    )
+
+
+def write_json_and_markdown(
+    out_dir: str | os.PathLike[str], stem: str, obj: Any, markdown: str
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (atomically, strict JSON: no NaN) and ``<stem>.md`` into ``out_dir``."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    j, m = d / "report.json", d / "report.md"
-    tmp = d / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    j, m = d / f"{stem}.json", d / f"{stem}.md"
+    tmp = d / f".{stem}.json.tmp"
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, j)
-    m.write_text(render_markdown(report, **({"title": title} if title else {})))
+    m.write_text(markdown)
     return j, m

@@ -9,7 +9,6 @@ run's number moves with the test sample, beside ``sd``, how much it moves with t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from siam.evaluation.report import write_json_and_markdown
 
 __all__ = ["METRICS", "seed_stats", "assemble", "render_markdown", "write_truth"]
 
@@ -331,11 +332,5 @@ def _plain(obj: Any) -> Any:
 
 def write_truth(report: Mapping[str, Any], out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``truth.json`` (atomically) and ``truth.md`` into ``out``."""
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    j, m = d / "truth.json", d / "truth.md"
-    tmp = d / ".truth.json.tmp"
-    tmp.write_text(json.dumps(_plain(report), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, j)
-    m.write_text(render_markdown(_plain(report)))
-    return j, m
+    plain = _plain(report)
+    return write_json_and_markdown(out, "truth", plain, render_markdown(plain))
