@@ -115,3 +115,23 @@ def test_half_precision_weights_are_cast_like_a_copying_load(tmp_path) -> None:
     for k, v in loaded.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(v, ref[k].half().float(), atol=0, rtol=0)
+
+
+def test_one_target_model_written_before_several_targets_loads_with_the_same_outputs() -> None:
+    """tests/fixtures/one_target_v1.safetensors was written by the version before several targets
+    (g's parameters without a target axis); it loads as T = 1 and computes what that version did."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from siam.checkpoint import load_checkpoint
+
+    here = Path(__file__).parent / "fixtures"
+    model = load_checkpoint(here / "one_target_v1.safetensors").eval()
+    assert model.targets == ("score",) and model.template_head.templates.shape[0] == 1
+    ref = load_file(str(here / "one_target_v1_outputs.safetensors"))
+    with torch.no_grad():
+        out = model(ref["x"])
+    for name in ("score", "contributions", "contribution_maps", "maps", "presence", "variance"):
+        torch.testing.assert_close(getattr(out, name), ref[name], atol=1e-6, rtol=0, msg=name)
+    assert out.score.abs().min() > 0 and out.contributions.abs().sum() > 0  # not a trivial fixture

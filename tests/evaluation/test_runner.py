@@ -118,8 +118,8 @@ def _siam(E: np.ndarray) -> _HandSIAM:
     with torch.no_grad():
         e = torch.as_tensor(E, dtype=torch.float32)
         head = model.template_head
-        head.templates[:, 0] = e.clamp(min=0)
-        head.templates[:, 1] = (-e).clamp(min=0)
+        head.templates[0, :, 0] = e.clamp(min=0)
+        head.templates[0, :, 1] = (-e).clamp(min=0)
         head.mixing[:] = torch.tensor([1.0, -1.0])
         head.weight[:] = 1.0
     torch.testing.assert_close(model.effective_templates(), e)

@@ -13,27 +13,32 @@ def _tiny(k: int = 5, **kw):
 
 
 def _check_identity(out: siam.SIAMOutput, head: TemplateHead) -> None:
-    """The score, contributions and contribution maps against a float64 recomputation from the maps A
-    and g's raw parameters (templates T, mixing a, weights w, bias b), not through the head's code:
+    """For every target t, the score, contributions and contribution maps against a float64
+    recomputation from the maps A and g's raw parameters of that target (templates T, mixing a,
+    weights w, bias b), not through the head's code:
     E_k = w_k (a_k1 T_k1 + a_k2 T_k2), c_k = sum_ij E_k[i, j] A_k[i, j], y = b + sum_k c_k."""
-    T = head.templates.detach().double()  # (K, 2, m, m)
-    a = head.mixing.detach().double()  # (K, 2)
-    w = head.weight.detach().double()  # (K,)
-    b = float(head.bias.detach())
     A = out.maps.detach().double()  # (B, K, m, m)
     batch, k = A.shape[:2]
-    E = torch.stack([w[i] * (a[i, 0] * T[i, 0] + a[i, 1] * T[i, 1]) for i in range(k)])  # (K, m, m)
-    c = torch.tensor([[float((E[i] * A[n, i]).sum()) for i in range(k)] for n in range(batch)],
-                     dtype=torch.float64)  # (B, K)
-    y = b + c.sum(1)  # (B,)
-    torch.testing.assert_close(out.score.double(), y, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.contributions.double(), c, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.contribution_maps.double(), E[None] * A, atol=1e-6, rtol=0)
-    torch.testing.assert_close(head.effective_templates().detach().double(), E, atol=1e-6, rtol=0)
-    # the parts agree with each other: c_k is the sum of its map, y = b + the sum of all maps
-    torch.testing.assert_close(out.contributions, out.contribution_maps.sum((2, 3)), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.score, out.bias.detach() + out.contribution_maps.sum((1, 2, 3)), atol=1e-5, rtol=0)
-    assert float(out.bias.detach()) == b
+    assert out.scores.shape == (batch, head.num_targets)
+    for t in range(head.num_targets):
+        T = head.templates[t].detach().double()  # (K, 2, m, m)
+        a = head.mixing[t].detach().double()  # (K, 2)
+        w = head.weight[t].detach().double()  # (K,)
+        b = float(head.bias[t].detach())
+        E = torch.stack([w[i] * (a[i, 0] * T[i, 0] + a[i, 1] * T[i, 1]) for i in range(k)])  # (K, m, m)
+        c = torch.tensor([[float((E[i] * A[n, i]).sum()) for i in range(k)] for n in range(batch)],
+                         dtype=torch.float64)  # (B, K)
+        y = b + c.sum(1)  # (B,)
+        o = out.for_target(t)
+        torch.testing.assert_close(o.score.double(), y, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.scores[:, t].double(), y, atol=1e-5, rtol=0)
+        torch.testing.assert_close(o.contributions.double(), c, atol=1e-5, rtol=0)
+        torch.testing.assert_close(o.contribution_maps.double(), E[None] * A, atol=1e-6, rtol=0)
+        torch.testing.assert_close(head.effective_templates()[t].detach().double(), E, atol=1e-6, rtol=0)
+        # the parts agree with each other: c_k is the sum of its map, y = b + the sum of all maps
+        torch.testing.assert_close(o.contributions, o.contribution_maps.sum((2, 3)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(o.score, o.bias.detach() + o.contribution_maps.sum((1, 2, 3)), atol=1e-5, rtol=0)
+        assert float(o.bias.detach()) == b
 
 
 @pytest.mark.parametrize("batch,size", [(1, 64), (3, 96), (2, 128), (4, 75)])
@@ -77,10 +82,10 @@ def test_hand_set_weights_give_hand_computed_outputs() -> None:
     head = TemplateHead(k, grid=m, template_init=0.0, bias=1.5)
     with torch.no_grad():
         head.templates.zero_()
-        head.templates[0, 0] = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0]])
-        head.templates[0, 1] = torch.tensor([[0.0, 0, 0], [0, 0, 0], [0, 0, 2.0]])
-        head.templates[1, 0] = torch.ones(3, 3)
-        head.templates[1, 1] = torch.zeros(3, 3)
+        head.templates[0, 0, 0] = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0]])
+        head.templates[0, 0, 1] = torch.tensor([[0.0, 0, 0], [0, 0, 0], [0, 0, 2.0]])
+        head.templates[0, 1, 0] = torch.ones(3, 3)
+        head.templates[0, 1, 1] = torch.zeros(3, 3)
         head.mixing.copy_(torch.tensor([[1.0, -1.0], [0.5, -0.5]]))
         head.weight.copy_(torch.tensor([2.0, 1.0]))
     maps = torch.zeros(1, k, m, m)
@@ -88,15 +93,60 @@ def test_hand_set_weights_give_hand_computed_outputs() -> None:
     maps[0, 0, 2, 2] = 1.0  # attribute 0 bottom-right: -1 * 2 * 1 * w=2 -> -4
     maps[0, 1] = 1.0  # attribute 1 everywhere: 0.5 * 9 * w=1 -> 4.5
     out = head(maps)
-    assert out["contributions"].tolist() == [[2.0, 4.5]]
+    assert out["contributions"].tolist() == [[[2.0, 4.5]]]  # (B, T, K)
     assert out["score"].item() == pytest.approx(1.5 + 2.0 + 4.5)
     expected_map0 = torch.zeros(3, 3)
     expected_map0[0, 0] = 6.0
     expected_map0[2, 2] = -4.0
-    torch.testing.assert_close(out["contribution_maps"][0, 0], expected_map0)
-    torch.testing.assert_close(out["contribution_maps"][0, 1], torch.full((3, 3), 0.5))
+    torch.testing.assert_close(out["contribution_maps"][0, 0, 0], expected_map0)
+    torch.testing.assert_close(out["contribution_maps"][0, 0, 1], torch.full((3, 3), 0.5))
     E = head.effective_templates()
-    torch.testing.assert_close(E[0], torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 0, -4.0]]))
+    torch.testing.assert_close(E[0, 0], torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 0, -4.0]]))
+
+
+def test_two_targets_hand_set_weights_give_hand_computed_outputs() -> None:
+    """Two targets over the same maps, each with its own templates, mixing, w and b."""
+    head = TemplateHead(2, grid=2, num_targets=2, template_init=0.0, bias=[1.0, -2.0])
+    with torch.no_grad():
+        head.templates.zero_()
+        head.templates[0, 0, 0] = torch.tensor([[1.0, 0], [0, 0]])  # target 0, attribute 0: top-left
+        head.templates[1, 1, 1] = torch.ones(2, 2)  # target 1, attribute 1, negative template
+        head.mixing.copy_(torch.tensor([[[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [1.0, -3.0]]]))
+        head.weight.copy_(torch.tensor([[2.0, 1.0], [1.0, 0.5]]))
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 0, 0, 0] = 3.0  # target 0: +1 * 1 * 3 * w=2 -> +6
+    maps[0, 1] = 1.0  # target 1: -3 * 4 cells * w=0.5 -> -6
+    out = head(maps)
+    assert out["contributions"].tolist() == [[[6.0, 0.0], [0.0, -6.0]]]
+    assert out["score"].tolist() == [[7.0, -8.0]]
+    model = _tiny(k=2, grid=4, border=1, targets=("beauty", "safety"), bias=[3.0, 4.0])
+    assert model.targets == ("beauty", "safety") and model.template_head.bias.tolist() == [3.0, 4.0]
+    with pytest.raises(ValueError, match="distinct"):
+        _tiny(k=2, targets=("a", "a"))
+    with pytest.raises(ValueError, match="one per target"):
+        TemplateHead(2, grid=2, num_targets=2, bias=[1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("num_targets", [2, 3])
+def test_identity_holds_per_target(num_targets: int) -> None:
+    torch.manual_seed(num_targets)
+    names = tuple(f"t{i}" for i in range(num_targets))
+    model = _tiny(k=4, grid=6, border=1, targets=names, bias=[float(i) for i in range(num_targets)])
+    with torch.no_grad():
+        model.template_head.templates.uniform_(0.0, 1.0)
+        model.template_head.mixing.normal_()
+        model.template_head.weight.normal_()
+        model.attribute_head.conv.weight.normal_(0.0, 0.5)
+        model.attribute_head.conv.bias.fill_(0.05)
+    out = model.eval()(torch.randn(3, 3, 64, 64))
+    assert out.maps.abs().sum() > 0 and out.all_contribution_maps.shape == (3, num_targets, 4, 6, 6)
+    _check_identity(out, model.template_head)
+    # the targets really differ, and a name or an index picks the same one
+    assert not torch.allclose(out.scores[:, 0], out.scores[:, 1])
+    assert torch.equal(out.for_target(names[-1]).score, out.for_target(num_targets - 1).score)
+    torch.testing.assert_close(model.effective_templates(names[1]), model.template_head.effective_templates()[1])
+    with pytest.raises(ValueError, match="unknown target 'nope'"):
+        out.for_target("nope")
 
 
 def test_attribute_head_hand_computed_presence_and_border() -> None:
@@ -159,10 +209,14 @@ def test_template_head_init_is_deterministic() -> None:
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert na == nb
         torch.testing.assert_close(pa, pb)
-    assert (a.templates == 0.01).all()
-    assert a.mixing.tolist() == [[0.5, -0.5]] * 33
-    torch.testing.assert_close(a.weight, torch.full((33,), 1 / 33))
-    assert a.bias.item() == pytest.approx(4.2)
+    assert (a.templates == 0.01).all() and a.templates.shape == (1, 33, 2, 15, 15)
+    assert a.mixing.tolist() == [[[0.5, -0.5]] * 33]
+    torch.testing.assert_close(a.weight, torch.full((1, 33), 1 / 33))
+    assert a.bias.tolist() == [pytest.approx(4.2)]
+    two = TemplateHead(3, grid=4, num_targets=2, bias=[1.0, 7.0])
+    assert two.templates.shape == (2, 3, 2, 4, 4) and (two.templates == 0.01).all()
+    assert two.mixing.tolist() == [[[0.5, -0.5]] * 3] * 2
+    assert two.bias.tolist() == [1.0, 7.0]
 
 
 def test_two_templates_with_mixing_equal_one_effective_template() -> None:
@@ -175,11 +229,10 @@ def test_two_templates_with_mixing_equal_one_effective_template() -> None:
     maps = torch.rand(3, 4, 5, 5)
     out = head(maps)
     E = head.effective_templates()
-    direct = head.bias + (E * maps).sum((1, 2, 3))
+    direct = head.bias + (E[None] * maps[:, None]).sum((2, 3, 4))  # (B, T=1)
     torch.testing.assert_close(out["score"], direct, atol=1e-5, rtol=0)
-    manual = torch.stack(
-        [head.weight[i] * (head.mixing[i, 0] * head.templates[i, 0] + head.mixing[i, 1] * head.templates[i, 1]) for i in range(4)]
-    )
+    w, a, t = head.weight[0], head.mixing[0], head.templates[0]
+    manual = torch.stack([w[i] * (a[i, 0] * t[i, 0] + a[i, 1] * t[i, 1]) for i in range(4)])[None]
     torch.testing.assert_close(E, manual)
 
 
@@ -313,15 +366,15 @@ def test_template_roughness_hand_computed() -> None:
     head = model.template_head
     with torch.no_grad():
         head.templates.zero_()
-        head.templates[0, 0] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+        head.templates[0, 0, 0] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
         head.mixing.copy_(torch.tensor([[1.0, -1.0], [1.0, -1.0]]))
         head.weight.fill_(1.0)
     # E_0 = the pattern above, E_1 = 0. Vertical diffs: 1 (the 1 vs the 0 below), 2 (the 2 vs the
     # 0 above); horizontal: 1, 1 (the 1 vs both neighbours), 2 (the 2 vs its left neighbour).
     want = (1 + 4) + (1 + 1 + 4)
-    assert float(model.template_roughness()) == pytest.approx(want)
+    assert float(model.template_roughness().detach()) == pytest.approx(want)
     # Constant templates are perfectly smooth.
     with torch.no_grad():
         head.templates.fill_(0.3)
         head.mixing.copy_(torch.tensor([[0.7, -0.2], [0.1, 0.4]]))
-    assert float(model.template_roughness()) == pytest.approx(0.0, abs=1e-10)
+    assert float(model.template_roughness().detach()) == pytest.approx(0.0, abs=1e-10)

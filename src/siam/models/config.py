@@ -17,6 +17,8 @@ class ModelConfig:
     ``presence_denominator``: the presence is tanh(sum of the map / n) with n the ``"centre"``
     cells ((m - 2 border)^2, the default) or the whole ``"grid"`` (m^2, as the authors' code,
     whose average pooling includes the zeroed border). Files without the key load as ``"centre"``.
+    ``targets``: the names of the T scores g predicts (one set of templates, w and b each); files
+    written before several targets load as one target, ``("score",)``.
     """
 
     kind: ModelKind = "siam"
@@ -28,10 +30,15 @@ class ModelConfig:
     presence_denominator: PresenceDenominator = "centre"
     template_init: float = 0.01
     predict_variance: bool = False
+    targets: tuple[str, ...] = ("score",)
+
+    def __post_init__(self) -> None:
+        check_target_names(self.targets)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attributes"] = list(self.attributes)
+        d["targets"] = list(self.targets)
         return d
 
     @classmethod
@@ -42,4 +49,20 @@ class ModelConfig:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         d = dict(d)
         d["attributes"] = tuple(d.get("attributes", ()))
+        d["targets"] = tuple(d.get("targets", ("score",)))
         return cls(**d)
+
+
+def check_target_names(names: object) -> tuple[str, ...]:
+    """Validate target names: a non-empty sequence of distinct, non-empty strings."""
+    if isinstance(names, str) or not isinstance(names, (tuple, list)):
+        raise ValueError(f"targets must be a list of names, got {names!r}")
+    if not names:
+        raise ValueError("targets must name at least one target, got an empty list")
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ValueError(f"target names must be non-empty strings, got {bad!r} in {list(names)!r}")
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise ValueError(f"target names must be distinct, got {dup} more than once in {list(names)!r}")
+    return tuple(names)

@@ -5,11 +5,13 @@
   attribute presence.
 * :class:`TemplateHead` (g): z_i = <T_i, A_i> with two non-negative templates per attribute mixed
   by learnable weights, then y = w . z + b. Algebraically one effective template
-  E_i = w_i (a_i1 T_i1 + a_i2 T_i2), so y = b + sum_i <E_i, A_i> exactly.
+  E_i = w_i (a_i1 T_i1 + a_i2 T_i2), so y = b + sum_i <E_i, A_i> exactly; with several targets,
+  one such set per target over the same maps: y_t = b_t + sum_i <E_{t,i}, A_i>.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -93,17 +95,22 @@ class AttributeHead(nn.Module):
 
 
 class TemplateHead(nn.Module):
-    """g: attribute maps (B, K, m, m) -> per-attribute evidence and the score (Sec. 3.2).
+    """g: attribute maps (B, K, m, m) -> per-attribute evidence and T scores (Sec. 3.2).
 
-    Parameters (all deterministic at initialisation):
+    One set of parameters per target t (T = ``num_targets``; the paper has one, scenicness), all
+    over the same attribute maps and all deterministic at initialisation:
 
-    * ``templates`` (K, 2, m, m): two non-negative templates per attribute, all ``template_init``.
-      Kept >= 0 by :meth:`project_` after every optimiser step.
-    * ``mixing`` (K, 2): initialised to (+0.5, -0.5), so each attribute can learn a positive and a
-      negative spatial pattern while the templates stay non-negative.
-    * ``weight`` (K,): initialised to 1/K; ``bias`` (): initialised to the mean training score.
-    * optional variance regressor (as in the authors' code): softplus(v . z2 + c) over the 2K
-      template responses.
+    * ``templates`` (T, K, 2, m, m): two non-negative templates per attribute, all
+      ``template_init``. Kept >= 0 by :meth:`project_` after every optimiser step.
+    * ``mixing`` (T, K, 2): initialised to (+0.5, -0.5), so each attribute can learn a positive
+      and a negative spatial pattern while the templates stay non-negative.
+    * ``weight`` (T, K): initialised to 1/K; ``bias`` (T,): initialised to the mean training
+      score of each target.
+    * optional variance regressor (as in the authors' code): softplus(v_t . z2_t + c_t) over the
+      2K template responses of target t.
+
+    So score_t = b_t + sum_i <E_{t,i}, A_i> for every target. Parameters saved by one-target
+    versions (no leading T axis) are read as T = 1.
     """
 
     def __init__(
@@ -111,39 +118,44 @@ class TemplateHead(nn.Module):
         num_attributes: int,
         *,
         grid: int,
+        num_targets: int = 1,
         template_init: float = 0.01,
-        bias: float = 0.0,
+        bias: float | Sequence[float] = 0.0,
         predict_variance: bool = False,
     ) -> None:
         super().__init__()
         if template_init < 0:
             raise ValueError(f"template_init must be >= 0 (templates are non-negative), got {template_init}")
-        k = num_attributes
-        self.templates = nn.Parameter(torch.full((k, 2, grid, grid), float(template_init)))
-        self.mixing = nn.Parameter(torch.tensor([[0.5, -0.5]]).repeat(k, 1))
-        self.weight = nn.Parameter(torch.full((k,), 1.0 / k))
-        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        if int(num_targets) < 1:
+            raise ValueError(f"num_targets must be >= 1, got {num_targets}")
+        k, t = num_attributes, int(num_targets)
+        self.num_targets = t
+        self.templates = nn.Parameter(torch.full((t, k, 2, grid, grid), float(template_init)))
+        self.mixing = nn.Parameter(torch.tensor([0.5, -0.5]).repeat(t, k, 1))
+        self.weight = nn.Parameter(torch.full((t, k), 1.0 / k))
+        self.bias = nn.Parameter(_per_target(bias, t, name="bias"))
         self.predict_variance = predict_variance
         if predict_variance:
-            self.var_weight = nn.Parameter(torch.zeros(k, 2))
-            self.var_bias = nn.Parameter(torch.tensor(0.0))
+            self.var_weight = nn.Parameter(torch.zeros(t, k, 2))
+            self.var_bias = nn.Parameter(torch.zeros(t))
+        self._register_load_state_dict_pre_hook(_add_target_axis)
 
     def effective_templates(self) -> torch.Tensor:
-        """E_i = w_i (a_i1 T_i1 + a_i2 T_i2): (K, m, m)."""
-        mixed = (self.mixing[:, :, None, None] * self.templates).sum(1)  # (K, m, m)
-        return self.weight[:, None, None] * mixed  # (K, m, m)
+        """E_{t,i} = w_{t,i} (a_{t,i1} T_{t,i1} + a_{t,i2} T_{t,i2}): (T, K, m, m)."""
+        mixed = (self.mixing[..., None, None] * self.templates).sum(2)  # (T, K, m, m)
+        return self.weight[..., None, None] * mixed  # (T, K, m, m)
 
     def forward(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
         # NCHW layout: with channels_last maps the einsum below is ~60x slower on CPU.
         maps = maps.contiguous(memory_format=torch.contiguous_format)  # (B, K, m, m)
-        z2 = torch.einsum("bkij,ktij->bkt", maps, self.templates)  # (B, K, 2) <T_it, A_i>
-        z = (z2 * self.mixing).sum(-1)  # (B, K) mixed evidence z_i
-        contributions = self.weight * z  # (B, K) w_i z_i, signed
-        score = self.bias + contributions.sum(1)  # (B,) y = w . z + b
-        contribution_maps = self.effective_templates() * maps  # (B, K, m, m) E_i * A_i
+        z2 = torch.einsum("bkij,tkcij->btkc", maps, self.templates)  # (B, T, K, 2) <T_tic, A_i>
+        z = (z2 * self.mixing).sum(-1)  # (B, T, K) mixed evidence z_{t,i}
+        contributions = self.weight * z  # (B, T, K) w_{t,i} z_{t,i}, signed
+        score = self.bias + contributions.sum(-1)  # (B, T) y_t = w_t . z_t + b_t
+        contribution_maps = self.effective_templates() * maps[:, None]  # (B, T, K, m, m) E_{t,i} * A_i
         out = {"z": z, "contributions": contributions, "score": score, "contribution_maps": contribution_maps}
         if self.predict_variance:
-            out["variance"] = F.softplus((z2 * self.var_weight).sum((1, 2)) + self.var_bias)  # (B,)
+            out["variance"] = F.softplus((z2 * self.var_weight).sum((2, 3)) + self.var_bias)  # (B, T)
         return out
 
     @torch.no_grad()
@@ -163,7 +175,30 @@ class TemplateHead(nn.Module):
         keeps whatever noise reached it. Not in the paper; off unless
         ``optim.template_smoothness > 0``.
         """
-        e = self.effective_templates()  # (K, m, m)
-        rows = e[:, 1:, :] - e[:, :-1, :]  # (K, m-1, m) vertical neighbours
-        cols = e[:, :, 1:] - e[:, :, :-1]  # (K, m, m-1) horizontal neighbours
+        e = self.effective_templates()  # (T, K, m, m)
+        rows = e[..., 1:, :] - e[..., :-1, :]  # (T, K, m-1, m) vertical neighbours
+        cols = e[..., :, 1:] - e[..., :, :-1]  # (T, K, m, m-1) horizontal neighbours
         return rows.square().sum() + cols.square().sum()
+
+
+def _per_target(value: float | Sequence[float], t: int, *, name: str) -> torch.Tensor:
+    """A float for every target, (T,): one float is used for all."""
+    if isinstance(value, (int, float)):
+        return torch.full((t,), float(value))
+    vals = torch.tensor([float(v) for v in value], dtype=torch.float32)
+    if vals.shape != (t,):
+        raise ValueError(f"{name} needs one value or one per target ({t}), got {len(vals)}")
+    return vals
+
+
+# Parameter names and their number of dimensions as written by one-target versions (no T axis).
+_ONE_TARGET_NDIM = {"templates": 4, "mixing": 2, "weight": 1, "bias": 0, "var_weight": 2, "var_bias": 0}
+
+
+def _add_target_axis(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # noqa: ANN001
+    """Load hook: a one-target state dict (written before several targets) gets T = 1 added."""
+    for name, ndim in _ONE_TARGET_NDIM.items():
+        key = prefix + name
+        value = state_dict.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim == ndim:
+            state_dict[key] = value.unsqueeze(0)

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from siam.data.transforms import Preprocessing
 from siam.models.backbones import Backbone, BackboneSpec, build_backbone, check_backbone_name
-from siam.models.config import ModelConfig
+from siam.models.config import ModelConfig, check_target_names
 from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, TemplateHead
 from siam.models.timm_backbones import check_input_size, default_grid, is_timm_name
 from siam.vocab import validate_attributes
 
-__all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch"]
+__all__ = ["SIAM", "SIAMOutput", "build_model", "check_image_batch", "target_index"]
 
 
 @dataclass
@@ -36,25 +36,81 @@ class SIAMOutput:
 
     maps: (B, K, m, m) non-negative attribute maps A_i (border zeroed).
     presence: (B, K) attribute presence in [0, 1) (tanh) or (0.5, 1) (sigmoid).
-    contributions: (B, K) signed contribution c_i = <E_i, A_i> = w_i z_i.
-    contribution_maps: (B, K, m, m) E_i * A_i; sums to ``contributions`` over (m, m).
-    score: (B,) predicted score y = bias + sum_i c_i.
-    bias: () the intercept b.
-    variance: (B,) predicted vote variance, or None.
+    scores: (B, T) predicted scores y_t = b_t + sum_i <E_{t,i}, A_i>, one per target.
+    all_contributions: (B, T, K) signed contributions c_{t,i} = <E_{t,i}, A_i>.
+    all_contribution_maps: (B, T, K, m, m) E_{t,i} * A_i; sums to ``all_contributions``.
+    biases: (T,) the intercepts b_t.
+    variances: (B, T) predicted vote variances, or None.
+    targets: the T target names; ``target``: the index the one-target fields below show.
+
+    One-target view (of target ``target``; :meth:`for_target` picks another):
+    contributions (B, K), contribution_maps (B, K, m, m), score (B,), bias (), variance (B,).
     """
 
     maps: torch.Tensor
     presence: torch.Tensor
-    contributions: torch.Tensor
-    contribution_maps: torch.Tensor
-    score: torch.Tensor
-    bias: torch.Tensor
-    variance: torch.Tensor | None = None
+    scores: torch.Tensor
+    all_contributions: torch.Tensor
+    all_contribution_maps: torch.Tensor
+    biases: torch.Tensor
+    variances: torch.Tensor | None = None
+    targets: tuple[str, ...] = ("score",)
+    target: int = 0
+
+    @property
+    def num_targets(self) -> int:
+        return self.scores.shape[1]
+
+    @property
+    def score(self) -> torch.Tensor:
+        """(B,) y_t of the shown target."""
+        return self.scores[:, self.target]
+
+    @property
+    def contributions(self) -> torch.Tensor:
+        """(B, K) c_{t,i} of the shown target."""
+        return self.all_contributions[:, self.target]
+
+    @property
+    def contribution_maps(self) -> torch.Tensor:
+        """(B, K, m, m) E_{t,i} * A_i of the shown target."""
+        return self.all_contribution_maps[:, self.target]
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """() b_t of the shown target."""
+        return self.biases[self.target]
+
+    @property
+    def variance(self) -> torch.Tensor | None:
+        """(B,) predicted variance of the shown target, or None."""
+        return None if self.variances is None else self.variances[:, self.target]
 
     @property
     def total_map(self) -> torch.Tensor:
-        """(B, m, m) total contribution map: sum_i E_i * A_i."""
+        """(B, m, m) total contribution map of the shown target: sum_i E_{t,i} * A_i."""
         return self.contribution_maps.sum(1)
+
+    def for_target(self, target: int | str) -> "SIAMOutput":
+        """The same output showing target ``target`` (an index or a name) in the one-target fields."""
+        return replace(self, target=target_index(self.targets, target))
+
+
+def target_index(targets: Sequence[str], target: int | str) -> int:
+    """Index of ``target`` (a name or an index) in ``targets``; ``ValueError`` naming the choices."""
+    names = list(targets)
+    if isinstance(target, bool) or not isinstance(target, (int, str)):
+        raise ValueError(f"target must be a name or an index, got {target!r}; targets: {names}")
+    if isinstance(target, str):
+        if target in names:
+            return names.index(target)
+        if target.lstrip("-").isdigit():
+            target = int(target)
+        else:
+            raise ValueError(f"unknown target {target!r}; this model predicts {names}")
+    if not -len(names) <= target < len(names):
+        raise ValueError(f"target index {target} out of range; this model predicts {len(names)}: {names}")
+    return target % len(names)
 
 
 def check_image_batch(x: torch.Tensor) -> None:
@@ -73,7 +129,12 @@ class SIAM(nn.Module):
     """f (backbone + :class:`AttributeHead`) followed by g (:class:`TemplateHead`)."""
 
     def __init__(
-        self, backbone: Backbone, config: ModelConfig, *, preprocessing: Preprocessing, bias: float = 0.0
+        self,
+        backbone: Backbone,
+        config: ModelConfig,
+        *,
+        preprocessing: Preprocessing,
+        bias: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
         k = len(config.attributes)
@@ -87,6 +148,7 @@ class SIAM(nn.Module):
         self.template_head = TemplateHead(
             k,
             grid=config.grid,
+            num_targets=len(config.targets),
             template_init=config.template_init,
             bias=bias,
             predict_variance=config.predict_variance,
@@ -100,6 +162,11 @@ class SIAM(nn.Module):
     def num_attributes(self) -> int:
         return len(self.config.attributes)
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Names of the T scores g predicts (``("score",)`` for one-target models)."""
+        return self.config.targets
+
     def attribute_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f: images (B, 3, H, W) -> (maps (B, K, m, m), presence (B, K))."""
         check_image_batch(x)
@@ -112,16 +179,17 @@ class SIAM(nn.Module):
         return SIAMOutput(
             maps=maps,
             presence=presence,
-            contributions=g["contributions"],  # (B, K)
-            contribution_maps=g["contribution_maps"],  # (B, K, m, m)
-            score=g["score"],  # (B,)
-            bias=self.template_head.bias,
-            variance=g.get("variance"),
+            scores=g["score"],  # (B, T)
+            all_contributions=g["contributions"],  # (B, T, K)
+            all_contribution_maps=g["contribution_maps"],  # (B, T, K, m, m)
+            biases=self.template_head.bias,  # (T,)
+            variances=g.get("variance"),  # (B, T) or None
+            targets=self.targets,
         )
 
-    def effective_templates(self) -> torch.Tensor:
-        """(K, m, m) effective templates E_i (Fig. 4 of the paper)."""
-        return self.template_head.effective_templates()
+    def effective_templates(self, target: int | str = 0) -> torch.Tensor:
+        """(K, m, m) effective templates E_{t,i} of one target (Fig. 4 of the paper)."""
+        return self.template_head.effective_templates()[target_index(self.targets, target)]
 
     def project_(self) -> None:
         """Clamp the templates to >= 0; call after every optimiser step."""
@@ -134,10 +202,19 @@ class SIAM(nn.Module):
         """Squared neighbour differences of the effective templates (see ``TemplateHead.roughness``)."""
         return self.template_head.roughness()
 
-    def set_bias(self, value: float) -> None:
-        """Set b, e.g. to the mean training score (the paper's initialisation)."""
+    def set_bias(self, value: float | Sequence[float]) -> None:
+        """Set b_t, e.g. to the mean training score of each target (the paper's initialisation);
+        one float sets every target's."""
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.ndim else float(value)
         with torch.no_grad():
-            self.template_head.bias.fill_(float(value))
+            if isinstance(value, (int, float)):
+                self.template_head.bias.fill_(float(value))
+            else:
+                vals = [float(v) for v in value]
+                if len(vals) != len(self.targets):
+                    raise ValueError(f"set_bias needs one value or {len(self.targets)} (one per target), got {len(vals)}")
+                self.template_head.bias.copy_(torch.tensor(vals))
 
 
 def _default_preprocessing(spec: BackboneSpec, input_size: int | None) -> Preprocessing:
@@ -158,9 +235,10 @@ def build_model(
     presence: PresenceActivation = "tanh",
     presence_denominator: PresenceDenominator = "centre",
     template_init: float = 0.01,
-    bias: float = 0.0,
+    bias: float | Sequence[float] = 0.0,
     predict_variance: bool = False,
     preprocessing: Preprocessing | None = None,
+    targets: Sequence[str] = ("score",),
 ) -> SIAM:
     """Build a SIAM model.
 
@@ -177,10 +255,12 @@ def build_model(
         presence_denominator: presence = act(sum of the map / n), n = the centre cells
             (``"centre"``, default) or all m^2 cells (``"grid"``, as the authors' code).
         template_init: the constant all templates start from (no randomness).
-        bias: initial b; set it to the mean training score.
+        bias: initial b (one float, or one per target); set it to the mean training score.
         predict_variance: also predict the vote variance.
         preprocessing: how images are prepared; default resize/crop = 500/450 scaled to the
             backbone's default input.
+        targets: names of the T scores g predicts, each with its own templates, w and b over the
+            same attribute maps (the paper: one, scenicness).
     """
     check_backbone_name(backbone)
     names = validate_attributes(attributes)
@@ -208,5 +288,6 @@ def build_model(
         presence_denominator=presence_denominator,
         template_init=template_init,
         predict_variance=predict_variance,
+        targets=check_target_names(list(targets)),
     )
     return SIAM(net, config, preprocessing=pre, bias=bias)

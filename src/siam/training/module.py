@@ -90,7 +90,10 @@ class SiamModule(L.LightningModule):
         for name, train in self._parts.items():
             getattr(model, name).requires_grad_(train)
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            # the convolutions only: g's templates (T, K, 2, m, m) have no channels_last layout
+            for part in self.model.children():
+                if part is not getattr(self.model, "template_head", None):
+                    part.to(memory_format=torch.channels_last)
         self.val_rmse = MeanSquaredError(squared=False)
         self.val_presence = CatMetric()
         self.val_labels = CatMetric()

@@ -86,7 +86,7 @@ def fit_head(inputs: Any, scores: Any, *, recipe: HeadRecipe, seed: int = 0) -> 
             if recipe.hflip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = (head(x)["score"] - y[idx]).square().mean()
+            loss = (head(x)["score"][:, 0] - y[idx]).square().mean()  # one target: (B,)
             if recipe.template_smoothness > 0:
                 loss = loss + recipe.template_smoothness * head.roughness()
             if recipe.template_l1 > 0:
@@ -125,14 +125,14 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
     pooled = torch.as_tensor(np.asarray(pooled_truth), dtype=torch.float32)
     ti = [truth.attributes.index(a) for a in names]
     T = torch.as_tensor(truth.templates[ti], dtype=torch.float32)  # (K, m_t, m_t)
-    contrib = head(X)["contributions"]  # (N, K)
+    contrib = head(X)["contributions"][:, 0]  # (N, K), the one target
     planted = P.planted_contributions(T, pooled)  # (N, K)
     present = pooled.flatten(2).amax(-1) > 0  # (N, K)
     cr = P.contribution_r(contrib, planted, present, names)
     cr_each = P.contribution_r_per_attribute(contrib, planted, present, names)
     seen = P.observed_cells(pooled, share=observed_share)  # (K, m_t, m_t), as the evaluation's template_r
     valid = border_mask(X.shape[-1], border)
-    tr = P.template_r(head.effective_templates(), T, names, valid=valid, cells=seen)
+    tr = P.template_r(head.effective_templates()[0], T, names, valid=valid, cells=seen)
     sg = P.effect_sign_agreement(contrib, planted, present, names)
     return {"contribution_r": cr.value, "template_r": tr.value, "template_sign_agreement": sg.value,
             "per_attribute": {"contribution_r": cr_each.per_item, "template_r": tr.per_item},
