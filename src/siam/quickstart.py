@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from siam.errors import ConfigError, DatasetError, SiamError
+from siam.resources import usable_cores
 
 __all__ = ["RECIPE", "STAGE_DIRS", "TARGETS", "TARGET_CEILINGS", "add_arguments", "run", "quickstart", "check_targets",
            "measured_ceilings", "stage_configs", "trained_model", "start_stage_process"]
@@ -83,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-sun", type=int, help="synth: SUN-format images (default: siam synth's)")
     parser.add_argument("--n-son", type=int, help="synth: ScenicOrNot-format images (default: siam synth's)")
     parser.add_argument("--seed", type=int, default=0, help="synth seed (default 0)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="synth processes")
+    parser.add_argument("--workers", type=int, default=min(2, usable_cores()), help="synth processes")
     parser.add_argument("--no-explain", action="store_true", help="skip the HTML explanation report")
     parser.add_argument("--overwrite", action="store_true", help="delete earlier results in --out first")
 
@@ -211,13 +212,6 @@ class _Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
-
-
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _freed_core_callback(child: "_Child | None", threads: int) -> Any:
@@ -448,7 +442,7 @@ def quickstart(
     child = start_stage_process("baseline", configs["baseline"], out)
     paths: dict[str, Path] = {}
     try:
-        cores = _usable_cores()
+        cores = usable_cores()
         for name in ("sun", "son_head", "joint"):
             t_stage = time.perf_counter()
             threads = configs[name].trainer.num_threads

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from siam.errors import SiamError
+from siam.resources import usable_cores
 
 __all__ = ["RankInfo", "rank_from_env", "launch_local", "default_workers"]
 
@@ -73,7 +74,7 @@ def rank_from_env(env: Mapping[str, str] | None = None) -> RankInfo:
 def default_workers(local_world_size: int = 1) -> int:
     """DataLoader decoding processes per rank: this node's cores shared by its ranks, minus the
     rank's own process, at most 8 (0 decodes in the rank's process)."""
-    return max(0, min(_MAX_DEFAULT_WORKERS, (os.cpu_count() or 1) // local_world_size - 1))
+    return max(0, min(_MAX_DEFAULT_WORKERS, usable_cores() // local_world_size - 1))
 
 
 def launch_local(n: int, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
@@ -119,7 +120,7 @@ def _child(rank: int, n: int, run: Callable[[argparse.Namespace], int], args: ar
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+        torch.set_num_threads(max(1, usable_cores() // n))
     try:
         code = int(run(args) or 0)
     except (SiamError, ValueError, FileNotFoundError) as exc:

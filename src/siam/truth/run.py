@@ -162,7 +162,8 @@ def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str
     """Train every seed's four stages as child processes, ``cores`` at a time (each chain's stages
     in order, longest jobs first), or one after the other in this process; reuse finished ones
     (same recipe), resume interrupted ones; raise on the first failure."""
-    from siam.quickstart import _train_stage, _usable_cores, start_stage_process, trained_model
+    from siam.quickstart import _train_stage, start_stage_process, trained_model
+    from siam.resources import usable_cores
 
     if not child_processes:
         return {s: {name: _train_stage(f"seed {s} {name}", cfg, tag=TAG) for name, cfg in stages.items()}
@@ -175,7 +176,7 @@ def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str
         jobs.append((s, ["baseline"]))
     paths: dict[int, dict[str, Path]] = {s: {} for s in configs}
     running: list[tuple[int, list[str], str, Any, float]] = []
-    slots = _usable_cores()
+    slots = usable_cores()
     beat = time.perf_counter()
     try:
         while jobs or running:
