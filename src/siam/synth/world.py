@@ -1,7 +1,7 @@
 """``siam synth``: planted-truth scenes written in the real SUN Attributes and ScenicOrNot formats.
 
 The real datasets cannot be downloaded here, and the paper's claims deserve a test with known
-answers. :func:`generate` renders outdoor-like scenes (:mod:`siam.data._synth_render`) and writes::
+answers. :func:`generate` renders outdoor-like scenes (:mod:`siam.synth._render`) and writes::
 
     DIR/sun/images.mat                      key images: (N, 1) cell of names 'synth/scene_00000.jpg'
     DIR/sun/images/synth/scene_00000.jpg
@@ -27,7 +27,7 @@ population variance (ddof = 0, as in the historical file: votes 4,5,3,5,1,4,4,5,
 the written ``Average``: no model can beat it.
 
 Which attributes a scene shows is sampled from a whole real SUN label row (co-occurrence of the
-14,340 images, :mod:`siam.data._synth_sun33`); rows showing rare attributes are drawn more often
+14,340 images, :mod:`siam.synth._sun33`); rows showing rare attributes are drawn more often
 (``balance``), so that a few thousand images hold enough railroads and waterfalls to learn from.
 Annotators then label what is *visible*: each sees an attribute with a probability growing with its
 visible area, and sometimes marks an absent one (at a rate set by how often the real labels hold a
@@ -41,7 +41,7 @@ wires survive) and each grid cell is exactly 16 x 16 px; a centre crop smaller t
 cut the border cells that the planted score counts. The default attributes leave out the four
 without a visual identity of their own (:data:`NOT_DISTINCT`).
 
-    from siam.data.synthetic import SynthConfig, generate
+    from siam.synth import SynthConfig, generate
     res = generate("/tmp/s", seed=0, config=SynthConfig(n_sun=500, n_son=800), workers=2)
     res.noise_floor_rmse  # {"train": ..., "val": ..., "test": ..., "all": ...}
 
@@ -54,7 +54,6 @@ without some attributes (single-deletion interventions with known effects), and
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -73,11 +72,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from siam.data._synth_render import NOT_DISTINCT, RENDERED
-from siam.data._synth_render import render_scene as _render
-from siam.data._synth_sun33 import sun33_levels
 from siam.data.splits import scaled_sizes
 from siam.errors import ConfigError, DatasetError
+from siam.synth._render import NOT_DISTINCT, RENDERED
+from siam.synth._render import render_scene as _render
+from siam.synth._sun33 import sun33_levels
 from siam.vocab import SUN33
 
 __all__ = [
@@ -92,8 +91,6 @@ __all__ = [
     "encode_as_written",
     "planted_templates",
     "pool_to_grid",
-    "add_arguments",
-    "run",
 ]
 
 #: The default attribute set: the SIAM paper's 33 minus those without a visual identity of their
@@ -768,71 +765,3 @@ def encode_as_written(image: np.ndarray | RenderedScene, *, quality: int | None 
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ConfigError(f"encode_as_written needs a (H, W, 3) uint8 image, got {arr.dtype} {arr.shape}")
     return _encode(arr, int(quality))
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected SIDE or WIDTHxHEIGHT (e.g. 128 or 160x120), got {text!r}")
-    return parts[0], parts[1]
-
-
-def _parse_attributes(text: str) -> tuple[str, ...]:
-    key = text.strip().lower()
-    if key == "default":
-        return DEFAULT_ATTRIBUTES
-    if key == "all":
-        return SUN33
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = SynthConfig()
-    parser.add_argument("--out", required=True, type=Path, help="output folder (empty or new)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--n-sun", type=int, default=d.n_sun, help=f"SUN-format images (default {d.n_sun})")
-    parser.add_argument("--n-son", type=int, default=d.n_son,
-                        help=f"ScenicOrNot-format images (default {d.n_son})")
-    parser.add_argument("--size", type=_parse_size, default=d.size, metavar="WxH",
-                        help="image size, SIDE or WIDTHxHEIGHT (default 128: the tiny backbone's input)")
-    parser.add_argument("--grid", type=int, default=d.grid, help=f"template grid m (default {d.grid})")
-    parser.add_argument("--noise", type=float, default=d.noise,
-                        help=f"std of one vote around the clean score, rating points (default {d.noise})")
-    parser.add_argument("--attributes", type=_parse_attributes, default=d.attributes,
-                        help="comma-separated names, 'default' (the visually distinct ones) or 'all' (33)")
-    parser.add_argument("--n-son-attributes", type=int, default=d.n_son_attributes,
-                        help="at most this many labelled ScenicOrNot test images (default 90)")
-    parser.add_argument("--balance", type=float, default=d.balance,
-                        help="boost of real label rows with rare attributes, 0 (real marginals) "
-                        "to 2 (default 1)")
-    parser.add_argument("--decorrelate", action="store_true",
-                        help="draw each attribute independently at its ordinary share: a test world "
-                        "where no co-occurrence of the ordinary world survives")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="rendering processes (default 2); the output does not depend on it")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty --out, replacing an earlier siam synth output there")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    config = SynthConfig(
-        n_sun=args.n_sun, n_son=args.n_son, size=args.size, grid=args.grid, noise=args.noise,
-        attributes=args.attributes, n_son_attributes=args.n_son_attributes, balance=args.balance,
-        decorrelate=args.decorrelate,
-    )
-    res = generate(args.out, seed=args.seed, config=config, workers=args.workers,
-                   overwrite=args.overwrite, progress=not args.quiet)
-    floor = ", ".join(f"{k} {v:.3f}" for k, v in res.noise_floor_rmse.items())
-    print(f"wrote {config.n_sun} SUN + {config.n_son} ScenicOrNot images ({config.width}x{config.height}, "
-          f"{len(config.attributes)} attributes) to {res.out} in {res.seconds:.1f} s")
-    print(f"noise floor RMSE (clean y vs Average): {floor}")
-    return 0
