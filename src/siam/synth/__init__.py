@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from siam.synth import cli, world
 from siam.synth.cli import add_arguments, run
 from siam.synth.world import (
     DEFAULT_ATTRIBUTES,
@@ -30,18 +31,4 @@ from siam.synth.world import (
     render_scene,
 )
 
-__all__ = [
-    "DEFAULT_ATTRIBUTES",
-    "NOT_DISTINCT",
-    "PLANTED",
-    "SynthConfig",
-    "SynthResult",
-    "RenderedScene",
-    "generate",
-    "render_scene",
-    "encode_as_written",
-    "planted_templates",
-    "pool_to_grid",
-    "add_arguments",
-    "run",
-]
+__all__ = [*world.__all__, *cli.__all__]
