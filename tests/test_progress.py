@@ -83,7 +83,7 @@ def test_line_progress_resumed_counts_from_initial(monkeypatch: pytest.MonkeyPat
 
 
 def test_synth_progress_in_a_log_is_plain_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from siam.data.synthetic import SynthConfig, generate
+    from siam.synth import SynthConfig, generate
 
     cfg = SynthConfig(n_sun=10, n_son=10, size=(32, 32), grid=4, n_son_attributes=2)
     generate(tmp_path / "d", seed=0, config=cfg, progress=True)

@@ -21,7 +21,7 @@ from siam.errors import SiamError
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("siam.quickstart", "offline end-to-end demo: synth -> train 3 models -> evaluate -> report"),
     "truth": ("siam.truth", "prove the explanations right: planted-truth metrics over seeds, ceilings, controls"),
-    "synth": ("siam.data.synthetic", "render planted-truth scenes in the real SUN / ScenicOrNot formats"),
+    "synth": ("siam.synth.cli", "render planted-truth scenes in the real SUN / ScenicOrNot formats"),
     "train": ("siam.training.cli", "train a stage: sun, son-head, joint or baseline (Lightning)"),
     "evaluate": ("siam.evaluation.cli", "RMSE, Kendall's tau, attribute AP, planted-truth recovery"),
     "explain": ("siam.explain.cli", "what-where-how explanation (JSON, NPZ, figure) per image"),

@@ -422,7 +422,7 @@ def quickstart(
     if data is None:
         data_dir = out / "data"
         if not (data_dir / "truth" / "meta.json").is_file():
-            from siam.data.synthetic import SynthConfig, generate
+            from siam.synth import SynthConfig, generate
 
             t = time.perf_counter()
             opts = dict(synth or {})

@@ -262,7 +262,7 @@ def test_baseline_cam_constant_maps_are_treated_like_siam_ones(world: dict) -> N
 
 def test_a_separate_test_world_is_evaluated_whole(tmp_path: Path) -> None:
     """The truth command's big test world: same synth settings, another seed, split "all"."""
-    from siam.data.synthetic import SynthConfig, generate
+    from siam.synth import SynthConfig, generate
     from siam.evaluation.cli import load_eval_data
     from siam.models.siam import build_model
 

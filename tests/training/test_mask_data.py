@@ -80,7 +80,7 @@ def test_a_short_run_trains_with_the_mask_term(tmp_path: Path, cache: bool) -> N
 
 
 def test_masks_of_a_synth_world_equal_its_planted_pooled_masks(tmp_path: Path) -> None:
-    from siam.data.synthetic import SynthConfig, generate, pool_to_grid
+    from siam.synth import SynthConfig, generate, pool_to_grid
     from siam.evaluation.planted import load_truth
     from siam.training.config import config_from_dict
 

@@ -20,7 +20,7 @@ ORACLE_WORLD = dict(n_sun=10, n_son=1000, size=(64, 64))
 def oracle_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 64 px world (750 SoN training images) and the true masks as a perfect f would give them."""
     from siam.data.scenic_or_not import ScenicOrNot
-    from siam.data.synthetic import SynthConfig, generate
+    from siam.synth import SynthConfig, generate
     from siam.evaluation.planted import load_truth
     from siam.truth.oracle import true_inputs
 

@@ -1,9 +1,10 @@
 """Datasets that meet real-world files: the shared image-dataset base, missing-image accounting and
 the training wrapper that survives undecodable images.
 
-* :class:`ImageDataset` -- base of every loader: item ``i`` is the image at ``image_path(i)``,
-  decoded by :func:`siam.data.images.load_image`, passed through ``transform`` and returned as a
-  :class:`~siam.data.samples.Sample` with the subclass's targets.
+* :class:`ImageDataset` -- base of every reader, implementing :class:`siam.data.readers.Reader`:
+  item ``i`` is the image at ``image_path(i)``, decoded by :func:`siam.data.images.load_image`,
+  passed through ``transform`` and returned as a :class:`~siam.data.samples.Sample` with the
+  subclass's targets.
 * :func:`check_missing_images` -- counts entries whose image file is absent, writes them to a JSON
   report and fails only above ``max_fraction``.
 * :class:`SkipBadImages` -- ``SkipBadImages(dataset, *, log_path="bad_images.jsonl",
@@ -34,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from siam.data.images import load_image
+from siam.data.readers import Reader
 from siam.data.samples import Sample, Source
 from siam.data.transforms import Preprocessing, eval_transform
 from siam.errors import DatasetError, ImageDecodeError
@@ -59,11 +61,14 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-class ImageDataset(Dataset[Sample]):
-    """Base class: one image file per item, targets from :meth:`targets`.
+class ImageDataset(Dataset[Sample], Reader):
+    """Base class of the readers (:class:`~siam.data.readers.Reader`): one image file per item,
+    targets from :meth:`targets`.
 
-    Subclasses set ``source`` and ``name`` and fill ``self.paths`` (list of Path) and ``self.ids``
-    (list of str) before use. ``transform`` maps an RGB ``PIL.Image`` to a (3, H, W) float tensor;
+    Subclasses set ``source`` and ``name``, fill ``self.paths`` (list of Path) and ``self.ids``
+    (list of str) with :meth:`_set_images`, and set those of ``attributes`` / ``labels`` (n, K) /
+    ``scores`` / ``variances`` (n,) they have; the others keep the defaults ``()`` / None.
+    ``transform`` maps an RGB ``PIL.Image`` to a (3, H, W) float tensor;
     None means :func:`~siam.data.transforms.eval_transform` of the default
     :class:`~siam.data.transforms.Preprocessing` (500 / 450).
     """
@@ -79,6 +84,10 @@ class ImageDataset(Dataset[Sample]):
         self.paths: list[Path] = []
         self.ids: list[str] = []
         self.missing: list[str] = []
+        self.attributes: tuple[str, ...] = ()
+        self.labels: torch.Tensor | None = None  # (n, K) float32
+        self.scores: torch.Tensor | None = None  # (n,) float32
+        self.variances: torch.Tensor | None = None  # (n,) float32
 
     def _set_images(
         self,

@@ -1,8 +1,8 @@
 """Correctness in the FunnyBirds sense (Hesse, Schaub-Meyer & Roth, ICCV 2023).
 
 For each test scene, the generator re-renders it exactly from its seed, once as it was and once
-without each attribute it shows (:func:`siam.data.synthetic.render_scene`); every image goes through
-the same JPEG encoding as the written files (:func:`~siam.data.synthetic.encode_as_written`) and the
+without each attribute it shows (:func:`siam.synth.render_scene`); every image goes through
+the same JPEG encoding as the written files (:func:`~siam.synth.encode_as_written`) and the
 evaluation transform. The *true effect* of attribute i on a model is the change of that model's
 score when i is removed: ``score(scene) - score(scene without i)``. An explanation is correct to the
 degree that its attribution ranks the attributes of an image like their true effects: per image,
@@ -63,7 +63,7 @@ def _decoded(data: bytes) -> np.ndarray:
 def render_scene_set(root: str | Path, ids: Sequence[str], attributes: Sequence[str]) -> SceneSet:
     """Re-render SoN scenes ``ids`` of the ``siam synth`` folder ``root``: each as written, then
     without each of ``attributes`` it shows."""
-    from siam.data.synthetic import encode_as_written, render_scene
+    from siam.synth import encode_as_written, render_scene
 
     names = tuple(attributes)
     originals, edits, masks = [], [], []

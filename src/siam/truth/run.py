@@ -76,7 +76,7 @@ class _Progress:
 
 def _synth_config(root: Path) -> Any | None:
     """The SynthConfig that wrote ``root`` (from truth/meta.json), or None if not written by siam synth."""
-    from siam.data.synthetic import SynthConfig
+    from siam.synth import SynthConfig
 
     try:
         meta = json.loads((root / "truth" / "meta.json").read_text())
@@ -92,7 +92,7 @@ def _synth_config(root: Path) -> Any | None:
 
 def _generate(root: Path, config: Any, seed: int, workers: int, say: Callable[[str], None], what: str) -> None:
     """Generate ``root`` unless it already holds exactly this world (kept on a re-run)."""
-    from siam.data.synthetic import generate
+    from siam.synth import generate
 
     meta = root / "truth" / "meta.json"
     if meta.is_file():
@@ -298,7 +298,7 @@ def truth(
 
     from siam.checkpoint import load_checkpoint
     from siam.data.scenic_or_not import ScenicOrNot
-    from siam.data.synthetic import SynthConfig
+    from siam.synth import SynthConfig
     from siam.evaluation.cli import load_eval_data
     from siam.evaluation.planted import load_truth
     from siam.evaluation.runner import OBSERVED_CELL_SHARE, EvalData, evaluate_model, sun_map_ceiling

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from siam.cli import main
-from siam.data import synthetic as syn
-from siam.data._synth_render import NOT_DISTINCT, RENDERED, render_scene
-from siam.data._synth_sun33 import sun33_levels
-from siam.data.synthetic import DEFAULT_ATTRIBUTES, SynthConfig, generate, planted_templates, pool_to_grid
 from siam.errors import ConfigError, DatasetError
+from siam.synth import DEFAULT_ATTRIBUTES, SynthConfig, generate, planted_templates, pool_to_grid
+from siam.synth import world as syn
+from siam.synth._render import NOT_DISTINCT, RENDERED, render_scene
+from siam.synth._sun33 import sun33_levels
 from siam.vocab import SUN33
 
 SMALL = SynthConfig(n_sun=40, n_son=60, size=(64, 64), grid=8)

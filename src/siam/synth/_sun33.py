@@ -9,7 +9,7 @@ glass and transport, ...). The rows are the SIAM authors' ``attributeLabels_cont
     levels = round(3 * labels_cv)            # (14340, 33) uint8 in 0..3, annotators out of 3
     4 levels per byte (2 bits each, little end first), row-major, LZMA, base85.
 
-``tests/data/test_synthetic.py`` checks this copy against the real file when ``../shared`` exists.
+``tests/synth/test_world.py`` checks this copy against the real file when ``../shared`` exists.
 """
 
 from __future__ import annotations
