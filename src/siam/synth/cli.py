@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from siam.resources import usable_cores
 from siam.synth.world import DEFAULT_ATTRIBUTES, SynthConfig, generate
 from siam.vocab import SUN33
 
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decorrelate", action="store_true",
                         help="draw each attribute independently at its ordinary share: a test world "
                         "where no co-occurrence of the ordinary world survives")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=min(2, usable_cores()),
                         help="rendering processes (default 2); the output does not depend on it")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out, replacing an earlier siam synth output there")
