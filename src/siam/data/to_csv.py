@@ -16,7 +16,12 @@ file systems, copied. Rows whose image is missing in DATA are left out (counted 
 Values are written with ``repr`` so they read back bit-identical. ``--derived-target reversed``
 adds a second target column ``<target>_reversed`` = 11 - score (the 1..10 rating read the other
 way round), for the multi-target work; the reader refuses several targets until that lands.
-``son_attributes.csv`` and ``truth/`` are not part of the format and are not converted.
+``son_attributes.csv`` is not converted. The planted truth, when DATA has ``truth/meta.json``, is
+carried: every file of ``DATA/truth`` is linked (or copied) into ``OUT/truth``, and
+``OUT/truth/csv_ids.csv`` (``path,dataset,key``) maps each written CSV path to its masks
+(``sun``, the images.mat row, or ``son``, the ScenicOrNot ID: ``truth/masks/<dataset>/<key>.npz``),
+so ``siam evaluate``, ``siam quickstart`` and ``siam truth`` report the planted-truth metrics on
+the CSV copy (:func:`siam.evaluation.planted.load_csv_truth`).
 """
 
 from __future__ import annotations
@@ -38,8 +43,11 @@ from siam.errors import ConfigError, DatasetError
 RATING_MIN, RATING_MAX = 1.0, 10.0
 DERIVED_TARGETS: tuple[str, ...] = ("reversed",)
 DEFAULT_TARGET = "scenicness"
+#: ``OUT/truth/csv_ids.csv``: CSV path -> the planted masks' dataset (``sun``/``son``) and key.
+IDS_FILE = "csv_ids.csv"
+IDS_HEADER: tuple[str, str, str] = ("path", "dataset", "key")
 
-__all__ = ["ConvertResult", "convert_to_csv", "add_arguments", "run", "DERIVED_TARGETS"]
+__all__ = ["ConvertResult", "convert_to_csv", "add_arguments", "run", "DERIVED_TARGETS", "IDS_FILE", "IDS_HEADER"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +60,14 @@ class ConvertResult:
     skipped: int
     linked: int
     copied: int
+    truth: bool = False
 
     def summary(self) -> str:
+        carried = (f"; planted truth carried into {self.out / 'truth'} (paths mapped in {IDS_FILE})" if self.truth
+                   else "; no planted truth (DATA has no truth/meta.json)")
         return (f"wrote {self.out / ATTRIBUTES_FILE} ({self.n_attributes} rows) and {self.out / TARGETS_FILE} "
                 f"({self.n_targets} rows); images: {self.linked} hard-linked, {self.copied} copied; "
-                f"{self.skipped} rows left out (image missing)")
+                f"{self.skipped} rows left out (image missing)" + carried)
 
 
 class _Placer:
@@ -109,6 +120,7 @@ def convert_to_csv(
     dst.mkdir(parents=True, exist_ok=True)
     place = _Placer(copy)
     skipped = 0
+    ids: list[list[str]] = []  # path, dataset, key: where each written image's planted masks are
 
     labels = read_sun_labels(sun)
     names = read_sun_image_names(sun)
@@ -125,6 +137,7 @@ def convert_to_csv(
         rel = f"images/sun/{name}"
         place(image, dst / rel)
         rows_a.append([rel, split[r], *(repr(float(v)) for v in labels.labels[r])])
+        ids.append([rel, "sun", str(r)])
 
     votes = read_votes(son / "votes.tsv")
     split = _split_of(len(votes), {s: son_split_rows(len(votes), s) for s in SPLITS})
@@ -139,6 +152,7 @@ def convert_to_csv(
             continue
         rel = f"images/son/{pid}{image.suffix}"
         place(image, dst / rel)
+        ids.append([rel, "son", str(pid)])
         y = float(votes.average[i])
         row = [rel, split[i], repr(y), repr(float(votes.variance[i]))]
         if derived_target == "reversed":
@@ -154,8 +168,29 @@ def convert_to_csv(
             w = csv.writer(fh)
             w.writerow(header)
             w.writerows(rows)
+    truth = _carry_truth(src / "truth", dst / "truth", ids, place)
     return ConvertResult(out=dst, n_attributes=len(rows_a), n_targets=len(rows_t), skipped=skipped,
-                         linked=place.linked, copied=place.copied)
+                         linked=place.linked, copied=place.copied, truth=truth)
+
+
+def _carry_truth(src: Path, dst: Path, ids: list[list[str]], place: _Placer) -> bool:
+    """Link/copy ``src`` (a ``siam synth`` truth/) into ``dst`` with the CSV path -> masks mapping
+    ``dst/csv_ids.csv``; False (nothing written, an earlier copy removed) when ``src`` has no meta.json."""
+    if not (src / "meta.json").is_file():
+        if dst.is_dir():
+            shutil.rmtree(dst)  # a truth from an earlier conversion would not match these rows
+        return False
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = f.relative_to(src)
+        if rel != Path(IDS_FILE):
+            place(f, dst / rel)
+    tmp = dst / f".{IDS_FILE}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(IDS_HEADER)
+        w.writerows(ids)
+    os.replace(tmp, dst / IDS_FILE)
+    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,9 @@ real datasets). For CSV rows without a ``split`` column the split is read from `
 the training run's ``OUT/splits.csv``), else drawn from ``--split-seed`` (default: the first
 model's ``data.split_seed``, as ``siam train`` drew it) and written to ``OUT/splits.csv`` with
 ``--out``. Writes ``report.json`` and
-``report.md`` with ``--out``.
+``report.md`` with ``--out``. A CSV folder written by ``siam data to-csv`` from a planted world
+carries its truth (``DIR/truth`` with ``csv_ids.csv``): the planted-truth metrics are then
+reported as on the original folder; without it, RMSE, tau and AP only.
 """
 
 from __future__ import annotations
@@ -105,8 +107,9 @@ def load_eval_data(
     if root is not None and not root.is_dir():
         raise DatasetError(f"--data {str(root)!r} is not a directory")
     if root is not None and not (sun and son) and data_layout(root) == "csv":
-        return _load_csv_data(root, preprocessing=preprocessing, split=split, splits=splits, split_seed=split_seed,
-                              given={"--sun": sun, "--son": son, "--son-attributes": son_attributes, "--truth": truth})
+        out = _load_csv_data(root, preprocessing=preprocessing, split=split, splits=splits, split_seed=split_seed,
+                             given={"--sun": sun, "--son": son, "--son-attributes": son_attributes})
+        return _with_csv_truth(out, root, truth)
     sun_p = Path(sun) if sun else (root / "sun" if root else None)
     son_p = Path(son) if son else (root / "son" if root else None)
     attr_p = Path(son_attributes) if son_attributes else (root / "son_attributes.csv" if root else None)
@@ -141,7 +144,8 @@ def _load_csv_data(
     extra = [k for k, v in given.items() if v]
     if extra:
         raise ConfigError(f"--data {str(root)!r} is a CSV folder; {', '.join(extra)} apply to the 'siam synth' "
-                          "layout only (planted truth and the SoN attribute set are not part of the CSV format)")
+                          "layout only (the SoN attribute set is not part of the CSV format; its planted truth, "
+                          "if any, is DIR/truth)")
     tf = eval_transform(preprocessing)
     kw: dict[str, Any] = {"transform": tf, "seed": split_seed, "splits_file": splits}
     out: dict[str, Any] = {"son": None, "sun": None, "sun_attributes": (), "son_attr": None, "son_attr_names": (), "truth": None}
@@ -150,6 +154,20 @@ def _load_csv_data(
     if (root / ATTRIBUTES_FILE).is_file():
         ds = CsvDataset(root, split, rows="attributes", **kw)
         out["sun"], out["sun_attributes"] = ds, ds.attributes
+    return out
+
+
+def _with_csv_truth(out: dict[str, Any], root: Path, truth: str | Path | None) -> dict[str, Any]:
+    """Add the planted truth a CSV folder carries (``--truth`` or ``root/truth`` with its
+    ``csv_ids.csv``, as ``siam data to-csv`` writes it), every held-out image checked to have masks."""
+    from siam.evaluation.planted import load_csv_truth
+
+    t = load_csv_truth(root, truth)
+    if t is not None:
+        for role, source in (("son", "son"), ("sun", "sun")):
+            if out[role] is not None:
+                t.check_ids(source, out[role].ids)
+    out["truth"] = t
     return out
 
 

@@ -27,11 +27,13 @@ Explanation checks (per image, for seeds and bootstraps):
 * :func:`map_spearman`: Spearman between two models' maps of the same image (cascading
   randomisation control). :func:`bootstrap_ci`: percentile bootstrap over images.
 
-All functions take arrays (numpy or torch) and are pure; :class:`PlantedTruth` reads ``truth/``.
+All functions take arrays (numpy or torch) and are pure; :class:`PlantedTruth` reads ``truth/`` (of
+a ``siam synth`` folder, or of its CSV copy: :func:`load_csv_truth`, images named by CSV path).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -47,6 +49,7 @@ import torch
 from scipy.stats import rankdata
 import torch.nn.functional as F
 
+from siam.data.to_csv import IDS_FILE, IDS_HEADER
 from siam.errors import DatasetError
 from siam.evaluation.metrics import pearson_r
 
@@ -56,7 +59,10 @@ __all__ = [
     "contribution_r_per_attribute",
     "OBSERVED_CELL_SHARE",
     "PlantedTruth",
+    "IDS_FILE",
     "load_truth",
+    "load_csv_truth",
+    "read_ids",
     "pool_masks",
     "masks_on_model_grid",
     "resample_maps",
@@ -422,9 +428,18 @@ def bootstrap_ci(
 # --- reading truth/ -----------------------------------------------------------------------------
 
 
+#: The datasets of ``truth/masks/`` (the ``dataset`` column of ``IDS_FILE``).
+MASK_DATASETS: tuple[str, str] = ("sun", "son")
+
+
 @dataclass
 class PlantedTruth:
-    """What ``siam synth`` planted (``DIR/truth``): templates (K, m, m), names, bias, noise floor."""
+    """What ``siam synth`` planted (``DIR/truth``): templates (K, m, m), names, bias, noise floor.
+
+    ``ids``: for the truth of a CSV folder (``truth/csv_ids.csv``), CSV path -> (dataset, key) of
+    the image's masks (``masks/<dataset>/<key>.npz``); images are then named by their CSV path,
+    and a path without a row is an error. None: images are named by their key (the synth layout).
+    """
 
     root: Path
     attributes: tuple[str, ...]
@@ -432,14 +447,37 @@ class PlantedTruth:
     bias: float
     noise_floor_rmse: dict[str, float]
     meta: dict[str, Any]
+    ids: dict[str, tuple[str, str]] | None = None
 
     @property
     def grid(self) -> int:
         return int(self.templates.shape[-1])
 
+    def key(self, source: str, ident: str) -> str:
+        """The masks' key of image ``ident`` asked for as ``source`` (``"son"``/``"sun"``): ``ident``
+        itself, or through ``ids`` (:class:`DatasetError` for a path without a row, or one whose
+        masks belong to the other dataset)."""
+        if self.ids is None:
+            return str(ident)
+        hit = self.ids.get(str(ident))
+        if hit is None:
+            raise DatasetError(f"planted truth: image {str(ident)!r} has no row in {self.root / IDS_FILE} "
+                               f"({len(self.ids)} rows); every image of the CSV folder needs one "
+                               "(rewrite the folder with 'siam data to-csv')")
+        if hit[0] != source:
+            raise DatasetError(f"planted truth: image {str(ident)!r} is used as a {source} image but "
+                               f"{self.root / IDS_FILE} maps it to {hit[0]} masks ({hit[0]}/{hit[1]}.npz)")
+        return hit[1]
+
+    def check_ids(self, source: str, idents: Sequence[str]) -> None:
+        """Resolve every one of ``idents`` now (:meth:`key`), so a gap fails before any work."""
+        for ident in idents:
+            self.key(source, ident)
+
     def masks(self, source: str, ident: str) -> np.ndarray:
         """(K, H, W) bool true masks of one image (``source``: ``"son"`` or ``"sun"``)."""
-        p = self.root / "masks" / source / f"{ident}.npz"
+        key = self.key(source, ident)
+        p = self.root / "masks" / source / f"{key}.npz"
         if not p.is_file():
             raise DatasetError(f"no planted masks for {source} image {ident!r}: {p} is missing")
         with np.load(p, allow_pickle=False) as z:
@@ -451,8 +489,45 @@ class PlantedTruth:
         return m
 
 
+def read_ids(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
+    """``csv_ids.csv`` (``path,dataset,key``; dataset ``sun`` or ``son``) -> {path: (dataset, key)};
+    errors name the file, the line and what is allowed."""
+    p = Path(path)
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or tuple(c.strip() for c in rows[0]) != IDS_HEADER:
+        got = rows[0] if rows else "an empty file"
+        raise DatasetError(f"{p}, line 1: expected the header {','.join(IDS_HEADER)}, got {got!r}")
+    out: dict[str, tuple[str, str]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != 3 or not row[0] or not row[2]:
+            raise DatasetError(f"{p}, line {line}: expected 3 non-empty cells {','.join(IDS_HEADER)}, got {row!r}")
+        if row[1] not in MASK_DATASETS:
+            raise DatasetError(f"{p}, line {line}, column dataset: got {row[1]!r}; allowed: {list(MASK_DATASETS)}")
+        if row[0] in out:
+            raise DatasetError(f"{p}, line {line}: path {row[0]!r} appears twice")
+        out[row[0]] = (row[1], row[2])
+    return out
+
+
+def load_csv_truth(root: str | os.PathLike[str], truth: str | os.PathLike[str] | None = None) -> PlantedTruth | None:
+    """The planted truth of the CSV folder ``root`` (``truth`` or ``root/truth``, as ``siam data
+    to-csv`` writes it), or None when the folder carries none. A truth folder without its
+    ``csv_ids.csv`` is an error (CSV paths cannot be matched to masks)."""
+    t = Path(truth) if truth is not None else Path(root) / "truth"
+    if truth is None and not t.exists():
+        return None
+    if not (t / IDS_FILE).is_file():
+        raise DatasetError(f"{t} has no {IDS_FILE}: the planted truth of a CSV folder maps each CSV path to its "
+                           f"masks there ({','.join(IDS_HEADER)}); 'siam data to-csv' of a 'siam synth' folder writes it")
+    return load_truth(t)
+
+
 def load_truth(root: str | os.PathLike[str]) -> PlantedTruth:
-    """Read ``truth/meta.json`` and ``truth/templates.npy``; clear errors for missing/bad files."""
+    """Read ``truth/meta.json`` and ``truth/templates.npy`` (and ``csv_ids.csv`` when present: the
+    truth of a CSV folder, see :class:`PlantedTruth`); clear errors for missing/bad files."""
     r = Path(root)
     meta_p, tmpl_p = r / "meta.json", r / "templates.npy"
     for p in (meta_p, tmpl_p):
@@ -469,7 +544,9 @@ def load_truth(root: str | os.PathLike[str]) -> PlantedTruth:
     floor = meta.get("noise_floor_rmse") or {}
     if not isinstance(floor, dict):
         raise DatasetError(f"{meta_p}: noise_floor_rmse must map split -> RMSE, got {floor!r}")
+    ids_p = r / IDS_FILE
     return PlantedTruth(
         root=r, attributes=names, templates=templates, bias=float(meta.get("bias", 0.0)),
         noise_floor_rmse={k: float(v) for k, v in floor.items()}, meta=meta,
+        ids=read_ids(ids_p) if ids_p.is_file() else None,
     )
