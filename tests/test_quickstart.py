@@ -225,3 +225,53 @@ def test_a_model_saved_before_a_config_key_existed_is_still_reused(tmp_path: Pat
     siam.save_checkpoint(model, tmp_path / "model.safetensors", train_config=other)
     with pytest.raises(ConfigError, match="another recipe"):
         trained_model("sun", cfg)
+
+
+def test_quickstart_on_the_csv_copy_with_and_without_planted_truth(smoke: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--data CSV: with the truth `siam data to-csv` carries, the planted metrics and ceilings (the
+    data-only ones equal to the synth run's); without it, every planted metric is left out (null,
+    never 0), listed in a note, and its target reads n/a."""
+    import shutil
+
+    from siam.data.to_csv import convert_to_csv
+    from siam.quickstart import PLANTED_ONLY, TARGETS, TRUTH_TARGETS
+
+    csv_dir, out = tmp_path / "csv", tmp_path / "q"
+    convert_to_csv(smoke / "data", csv_dir)
+    args = ["quickstart", "--out", str(out), "--data", str(csv_dir), "--set", "trainer.max_steps=2",
+            "--set", "data.batch_size=8", "--set", "data.son_batch_size=8", "--set", "trainer.progress_bar=false"]
+    assert main(args) == 0  # the explanation report is skipped with a note on a CSV folder
+    synth = json.loads((smoke / "report.json").read_text())
+    got = json.loads((out / "report.json").read_text())
+    assert got["data_layout"] == "csv" and got["planted_truth"] is True
+    for key in ("template_sign_agreement", "mass_in_mask", "total_map_r", "rmse_over_noise_floor"):
+        assert isinstance(got["models"]["siam_joint"][key], float), key
+    # what depends on the data only (not on the trained models) is the synth run's
+    assert got["noise_floor_rmse"] == synth["noise_floor_rmse"]
+    assert got["sun_map_ceiling"] == pytest.approx(synth["sun_map_ceiling"], abs=1e-6)
+    for key in ("contribution_r", "template_r", "template_sign_agreement"):
+        a, b = synth["oracle_f"][key], got["oracle_f"][key]
+        assert (a is None and b is None) or b == pytest.approx(a, abs=1e-6), key
+    assert all(t["met"] is not None for t in got["targets"])
+    assert got["explain"]["skipped"] and "Explanation report skipped" in (out / "report.md").read_text()
+    # the truth it carries makes the copy a planted world: the models say they were trained on one
+    assert siam.checkpoint.read_meta(out / "joint" / "model.safetensors")["trained_on"]["kind"] == "synthetic"
+
+    shutil.rmtree(csv_dir / "truth")  # the same folder (so the trained stages are kept), now without truth
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    bare = json.loads((out / "report.json").read_text())
+    assert bare["planted_truth"] is False and bare["oracle_f"] is None and bare.get("noise_floor_rmse") is None
+    for name, m in bare["models"].items():
+        assert isinstance(m["son_rmse"], float), name
+        for key in ("contribution_r", "template_r", "template_sign_agreement", "mass_in_mask", "total_map_r",
+                    "rmse_over_noise_floor"):
+            assert m[key] is None, (name, key)
+    assert isinstance(bare["models"]["siam_joint"]["sun_map"], float) and "sun_map_ceiling" not in bare
+    na = {t["name"] for t in bare["targets"] if t["met"] is None}
+    assert na == {TARGETS[i][0] for i in TRUTH_TARGETS}
+    md = (out / "report.md").read_text()
+    assert "No planted truth in --data" in md and all(k in md for k in PLANTED_ONLY) and "siam data to-csv" in md
+    assert "| n/a |" in md and "n/a without planted truth" in printed and "already trained" in printed

@@ -1,7 +1,9 @@
 """``siam quickstart --out DIR``: the offline end-to-end job (synth -> train 3 models -> evaluate).
 
 1. ``siam synth`` renders the planted-truth data into ``DIR/data`` (or ``--data`` reuses a folder in
-   that layout);
+   that layout, or in the CSV format, told apart by its contents: :func:`siam.data.csv_folder.data_layout`;
+   a CSV copy written by ``siam data to-csv`` carries the planted truth, a CSV folder without
+   ``truth/`` gets the report without the planted-truth metrics, which it lists as left out);
 2. four Lightning stages with the ``tiny`` backbone (recipe :data:`RECIPE`, also shipped as
    ``configs/quickstart.yaml``): ``baseline``; ``sun`` then ``son-head`` (f frozen: the paper's
    "no finetuning" row); ``joint`` (L_SUN + 0.1 L_SoN) from the no-finetuning model;
@@ -77,7 +79,9 @@ TARGETS: tuple[tuple[str, str], ...] = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (report, models, data)")
-    parser.add_argument("--data", metavar="DIR", help="reuse a folder in the 'siam synth' layout instead of generating one")
+    parser.add_argument("--data", metavar="DIR", help="reuse a folder in the 'siam synth' layout or the CSV format "
+                        "(attributes.csv + targets.csv; planted-truth metrics only when it carries truth/, as "
+                        "'siam data to-csv' writes it) instead of generating one")
     parser.add_argument("--config", metavar="YAML", help="recipe (default: the built-in one = configs/quickstart.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key for every stage, e.g. --set trainer.max_steps=5")
@@ -95,7 +99,16 @@ def _recipe(path: str | None) -> dict[str, Any]:
     return json.loads(json.dumps(RECIPE)) if path is None else read_recipe(path)
 
 
-def _check_layout(root: Path) -> None:
+def _check_layout(root: Path) -> str:
+    """``"synth"`` or ``"csv"`` (from the folder's contents), with what the four stages need there."""
+    from siam.data.csv_folder import ATTRIBUTES_FILE, TARGETS_FILE, data_layout
+
+    if root.is_dir() and data_layout(root) == "csv":
+        lacking = [f for f in (ATTRIBUTES_FILE, TARGETS_FILE) if not (root / f).is_file()]
+        if lacking:
+            raise DatasetError(f"--data {str(root)!r} is a CSV folder without {lacking}: the stages train the "
+                               f"attributes on {ATTRIBUTES_FILE} and the score on {TARGETS_FILE}")
+        return "csv"
     need = [root / "sun", root / "son" / "votes.tsv"]
     missing = [str(p) for p in need if not p.exists()]
     if missing:
@@ -103,6 +116,7 @@ def _check_layout(root: Path) -> None:
             f"--data {str(root)!r} is not in the 'siam synth' layout: missing {missing}; expected sun/ "
             "(SUN .mat files + images/), son/votes.tsv + son/images/, optional son_attributes.csv and truth/"
         )
+    return "synth"
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -266,9 +280,24 @@ def _finish_stage_process(name: str, child: _Child | None, cfg: Any) -> Path:
     return model
 
 
+def _has_truth(root: Path) -> bool:
+    """Whether the data folder carries planted truth in its layout's form (errors for a broken one)."""
+    from siam.truth.worlds import world_truth
+
+    return world_truth(root) is not None
+
+
 def _notes(report: dict[str, Any]) -> list[str]:
     """What limits the numbers, measured on the same data (ceilings) and the run's CPU time."""
     notes = []
+    if report.get("planted_truth") is False:
+        from siam.truth.worlds import TRUTH_HELP
+
+        notes.append("No planted truth in --data (no truth/): left out of this report, because they need it: "
+                     + ", ".join(PLANTED_ONLY) + f"; their targets read n/a. To measure them, {TRUTH_HELP}.")
+    explain = report.get("explain") or {}
+    if explain.get("skipped"):
+        notes.append(f"Explanation report skipped: {explain['skipped']}.")
     planted = (report["models"].get("siam_joint") or {}).get("planted") or {}
     ceiling = report.get("sun_map_ceiling")
     if ceiling is not None:
@@ -308,6 +337,13 @@ def _cpu_seconds() -> float:
 
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+#: The targets (indices into :data:`TARGETS`) measured against planted truth: n/a without it.
+TRUTH_TARGETS: frozenset[int] = frozenset({0, 3, 4, 5, 6, 7})
+#: What a run on data without planted truth leaves out of the report.
+PLANTED_ONLY: tuple[str, ...] = ("rmse_over_noise_floor", "contribution_r", "template_r", "template_sign_agreement",
+                                 "mass_in_mask", "total_map_r", "sun_map_ceiling", "oracle_f")
 
 
 #: Target index -> (the measured ceiling's key in ``report["ceilings"]``, the target's threshold on
@@ -355,7 +391,8 @@ def _ceiling_fields(i: int, value: float | None, ceilings: dict[str, Any]) -> di
 
 def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, measured: ``[{"name", "value", "target", "met", "ceiling", "fraction",
-    "above_ceiling"}]`` (ceilings from ``report["ceilings"]``, see :func:`measured_ceilings`)."""
+    "above_ceiling"}]`` (ceilings from ``report["ceilings"]``, see :func:`measured_ceilings`);
+    ``met`` is None (n/a) for :data:`TRUTH_TARGETS` when ``report["planted_truth"]`` is False."""
     models = report["models"]
     joint, base = models.get("siam_joint", {}), models.get("baseline", {})
     floor = report.get("noise_floor_rmse")
@@ -378,7 +415,9 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         (report.get("wall_time_s"), (report.get("wall_time_s") or 1e9) <= 600),
     ]
     ceilings = report.get("ceilings") or {}
-    return [{"name": n, "value": v, "target": t, "met": bool(ok), **_ceiling_fields(i, v, ceilings)}
+    no_truth = report.get("planted_truth") is False
+    return [{"name": n, "value": v, "target": t, "met": None if no_truth and i in TRUTH_TARGETS else bool(ok),
+             **_ceiling_fields(i, v, ceilings)}
             for i, ((n, t), (v, ok)) in enumerate(zip(TARGETS, values))]
 
 
@@ -434,7 +473,8 @@ def quickstart(
             timings["synth"] = time.perf_counter() - t
     else:
         data_dir = Path(data)
-    _check_layout(data_dir)
+    layout = _check_layout(data_dir)
+    has_truth = _has_truth(data_dir)
     raw = recipe if recipe is not None else _recipe(None)
     configs = stage_configs(out, data_dir, raw, overrides)
     # Two tracks on two cores: the baseline in a child process, the SIAM chain here.
@@ -461,16 +501,21 @@ def quickstart(
     t = time.perf_counter()
     print("siam quickstart: evaluating on the held-out test split", flush=True)
     chosen = {rname: paths[d] for rname, d in REPORT_MODELS.items()}
-    results, extra = evaluate_models(chosen, split="test", data=data_dir)
+    results, extra = evaluate_models(chosen, split="test", data=data_dir,
+                                     split_seed=configs["joint"].data.split_seed)
     timings["evaluate"] = time.perf_counter() - t
     floor = extra.pop("noise_floor_rmse", None)
     report = build_report(results, noise_floor_rmse=floor, split="test", extra=extra)
-    if explain:
+    report["data_layout"], report["planted_truth"] = layout, has_truth
+    if explain and layout == "csv":
+        report["explain"] = {"skipped": "the explanation report (siam.explain.quickstart_hook) reads the 'siam synth' "
+                             "layout; run 'siam explain' on the CSV folder's images instead"}
+    elif explain:
         t = time.perf_counter()
         report["explain"] = _explain(out, data_dir, chosen, report)
         timings["explain"] = time.perf_counter() - t
     t = time.perf_counter()
-    report["oracle_f"] = _oracle(data_dir, configs["son_head"])
+    report["oracle_f"] = _oracle(data_dir, configs["son_head"]) if has_truth else None
     timings["oracle_f"] = time.perf_counter() - t
     report["ceilings"] = measured_ceilings(report, report["oracle_f"])
     report["wall_time_s"] = time.perf_counter() - start
@@ -495,9 +540,11 @@ def run(args: argparse.Namespace) -> int:
         explain=not args.no_explain, overwrite=args.overwrite,
     )
     print(render_markdown(report, title="SIAM quickstart report"))
-    missed = [t["name"] for t in report["targets"] if not t["met"]]
+    missed = [t["name"] for t in report["targets"] if t["met"] is False]
+    na = [t["name"] for t in report["targets"] if t["met"] is None]
     print(f"siam quickstart: wrote {Path(args.out) / 'report.md'} and report.json in {report['wall_time_s']:.0f} s; "
-          + (f"targets missed: {missed}" if missed else "all targets met"))
+          + (f"targets missed: {missed}" if missed else "all targets met" if not na else "no measured target missed")
+          + (f"; n/a without planted truth: {na}" if na else ""))
     print(_purpose(report))
     return 0
 

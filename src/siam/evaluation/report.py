@@ -4,7 +4,7 @@
 
     {"noise_floor_rmse": float | null, "wall_time_s": float | null, "split": "test",
      "models": {"baseline": {...}, "siam_no_finetune": {...}, "siam_joint": {...}},
-     "targets": [{"name", "value", "target", "met"}, ...]   # quickstart only
+     "targets": [{"name", "value", "target", "met"}, ...]   # quickstart only; met null: n/a
      ...}
 
 Each model carries ``son_rmse``, ``son_tau``, ``sun_map``, ``contribution_r``, ``template_r``,
@@ -130,7 +130,7 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
         for t in targets:
             flag = " (**target above its ceiling**)" if t.get("above_ceiling") else ""
             lines.append(f"| {t['name']}{flag} | {_fmt(t['value'])} | {t['target']} | {_fmt(t.get('ceiling'))} | "
-                         f"{_fmt(t.get('fraction'))} | {'yes' if t['met'] else '**no**'} |")
+                         f"{_fmt(t.get('fraction'))} | {_met(t['met'])} |")
         lines.append("")
     notes = report.get("notes")
     if notes:
@@ -139,6 +139,11 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
     if ckpts:
         lines += ["## Model files", ""] + [f"- {LABELS.get(n, n)}: `{p}`" for n, p in ckpts] + [""]
     return "\n".join(lines)
+
+
+def _met(met: bool | None) -> str:
+    """A target's verdict: yes, **no**, or n/a (None: it needs planted truth the data lacks)."""
+    return "n/a" if met is None else "yes" if met else "**no**"
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], *, title: str | None = None) -> tuple[Path, Path]:

@@ -141,25 +141,22 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
 
 def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed: int = 0,
                    observed_share: float | None = None) -> dict[str, Any] | None:
-    """The oracle-f ceiling of one planted world ``root`` (``siam synth`` layout with truth/): g
-    trained with ``son_head_config``'s recipe on the true masks of the SoN training images and
-    their written scores, evaluated on ``split``. Returns :func:`head_recovery`'s numbers (without
-    the arrays), or None when the folder has no planted truth."""
-    from pathlib import Path
+    """The oracle-f ceiling of one planted world ``root`` (the ``siam synth`` layout with truth/, or
+    its CSV copy, :mod:`siam.truth.worlds`): g trained with ``son_head_config``'s recipe on the true
+    masks of the SoN training images and their written scores, evaluated on ``split``. Returns
+    :func:`head_recovery`'s numbers (without the arrays), or None when the folder has no planted truth."""
+    from siam.truth.worlds import attribute_names, son_set, world_truth
 
-    from siam.data.scenic_or_not import ScenicOrNot
-    from siam.data.sun_attributes import read_sun_labels
-
-    root = Path(root)
-    if not (root / "truth" / "meta.json").is_file():
+    truth = world_truth(root)
+    if truth is None:
         return None
-    truth = P.load_truth(root / "truth")
     cfg = son_head_config
-    names = [a for a in read_sun_labels(root / "sun", attributes=cfg.attributes).names if a in truth.attributes]
+    names = [a for a in attribute_names(root, cfg.attributes) if a in truth.attributes]
     pre = cfg.preprocessing
     grid = int(cfg.model.grid)
-    train = ScenicOrNot(root / "son", "train", transform=None)
-    test = ScenicOrNot(root / "son", split, transform=None)
+    seed_split = cfg.data.split_seed
+    train = son_set(root, "train", seed=seed_split)
+    test = son_set(root, split, seed=seed_split)
     x_tr, _ = true_inputs(truth, "son", train.ids, grid=grid, resize=pre.resize, crop=pre.crop, attributes=names)
     x_te, p_te = true_inputs(truth, "son", test.ids, grid=grid, resize=pre.resize, crop=pre.crop, attributes=names)
     head = fit_head(x_tr, train.scores.numpy(), recipe=HeadRecipe.from_config(cfg), seed=seed)
