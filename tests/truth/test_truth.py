@@ -155,6 +155,12 @@ def test_bad_flags_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "w" / "son" / "votes.tsv").write_text("ID\tLat\tLon\tAverage\tVariance\tVotes\tGeograph URI\n")
     assert main(["truth", "--out", str(tmp_path / "a"), "--data", str(tmp_path / "w"), "--budget", "tiny"]) == 2
     assert "has no planted truth" in capsys.readouterr().err
+    (tmp_path / "c").mkdir()  # a CSV folder without truth/
+    for f in ("attributes.csv", "targets.csv"):
+        (tmp_path / "c" / f).write_text("path,split,x\n")
+    assert main(["truth", "--out", str(tmp_path / "a"), "--data", str(tmp_path / "c"), "--budget", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "has no planted truth" in err and "siam truth" in err and "siam data to-csv --data WORLD" in err
 
 
 # --- a tiny end-to-end run ------------------------------------------------------------------------
@@ -241,6 +247,22 @@ def test_data_flag_uses_the_folders_own_test_split(tiny_run: Path, tmp_path: Pat
     # written by siam synth: the generator can still re-render it and build the decorrelated world
     assert r["correctness"]["siam_joint"]["values"] and r["decorrelated"]["siam_joint"]["contribution_r"]["values"]
     assert r["models"]["siam_joint"]["contribution_r"]["values"][0] is not None
+
+    # The CSV copy (`siam data to-csv` carries truth/): the same run, names resolved through
+    # truth/csv_ids.csv; what depends on the data only (not on training) is the synth folder's.
+    from siam.data.to_csv import convert_to_csv
+
+    convert_to_csv(tiny_run / "data", tmp_path / "csv")
+    out_csv = tmp_path / "on_csv"
+    assert main(["truth", "--out", str(out_csv), "--data", str(tmp_path / "csv"), "--budget", "tiny", "--seeds", "1"]) == 0
+    c = json.loads((out_csv / "truth.json").read_text())
+    assert c["worlds"]["test_split"] == "test" and c["test_counts"] == r["test_counts"]
+    assert c["noise_floor_rmse"] == r["noise_floor_rmse"]
+    for key in ("sun_map", "mass_in_mask", "contribution_r", "template_r"):
+        assert c["ceilings"][key]["values"] == pytest.approx(r["ceilings"][key]["values"], abs=1e-6), key
+    # the generator re-renders the copy's scenes (by their IDs) and builds the decorrelated world
+    assert len(c["correctness"]["siam_joint"]["values"]) == 1 and c["decorrelated"]["siam_joint"]["contribution_r"]["values"]
+    assert c["models"]["siam_joint"]["contribution_r"]["values"][0] is not None
 
 
 def test_budget_recipes_build_every_stage_with_their_epochs(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ right, with ceilings, controls and seeds.
 
 What it does (details and keys in the README, section "siam truth"):
 
-1. Worlds: the training world (``--data`` or generated into ``DIR/data``), a separate large test
+1. Worlds: the training world (``--data``, in the ``siam synth`` layout or its CSV copy with the
+   truth ``siam data to-csv`` carries, :mod:`siam.truth.worlds`; or generated into ``DIR/data``), a separate large test
    world with the same generator settings and another seed (``DIR/test_world``, evaluated on all
    its images; grown until every attribute has enough positives) and a decorrelated one
    (``DIR/decorrelated_world``, ``siam synth --decorrelate``). With ``--data`` the folder's own test
@@ -53,8 +54,8 @@ _PICK_SEED = 5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (truth.json, truth.md, runs, worlds)")
     parser.add_argument("--data", metavar="DIR",
-                        help="a planted world in the 'siam synth' layout (with truth/) instead of generating one; "
-                        "its own test split is then the test set")
+                        help="a planted world (with truth/) in the 'siam synth' layout or its CSV copy ('siam data "
+                        "to-csv' carries truth/) instead of generating one; its own test split is then the test set")
     parser.add_argument("--seeds", type=int, metavar="N", help="training seeds (default: the budget's; quick: 3)")
     parser.add_argument("--budget", default="quick", metavar="quick|full|tiny|YAML",
                         help="quick (default: ~30 min on 2 CPU cores), full (a GPU), tiny (smoke tests), "
@@ -104,16 +105,15 @@ def _generate(root: Path, config: Any, seed: int, workers: int, say: Callable[[s
     generate(root, seed=seed, config=config, workers=workers, overwrite=True)
 
 
-def positive_counts(root: Path, split: str, attributes: Sequence[str]) -> dict[str, dict[str, int]]:
+def positive_counts(root: Path, split: str, attributes: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, int]]:
     """Per attribute: positive SUN images (label >= 0.5) and SoN images showing it (true mask not
-    empty) in ``split`` of the world ``root``: ``{name: {"sun": n, "son": n}}``."""
-    from siam.data.scenic_or_not import ScenicOrNot
-    from siam.data.sun_attributes import SunAttributes
-    from siam.evaluation.planted import load_truth
+    empty) in ``split`` of the world ``root`` (either layout, :mod:`siam.truth.worlds`; ``seed``: a
+    CSV folder's drawn split): ``{name: {"sun": n, "son": n}}``."""
+    from siam.truth.worlds import require_truth, son_set, sun_set
 
-    truth = load_truth(root / "truth")
-    sun = SunAttributes(root / "sun", split, transform=None, attributes=tuple(attributes))
-    son = ScenicOrNot(root / "son", split, transform=None)
+    truth = require_truth(root, what=TAG)
+    sun = sun_set(root, split, attributes=tuple(attributes), seed=seed)
+    son = son_set(root, split, seed=seed)
     pos = (sun.labels.numpy() >= 0.5).sum(0)
     ti = [truth.attributes.index(a) for a in attributes]
     shown = np.zeros(len(attributes), dtype=np.int64)
@@ -299,6 +299,7 @@ def truth(
     from siam.checkpoint import load_checkpoint
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.synth import SynthConfig
+    from siam.truth.worlds import attribute_names, require_truth, son_set
     from siam.evaluation.cli import load_eval_data
     from siam.evaluation.planted import load_truth
     from siam.evaluation.runner import OBSERVED_CELL_SHARE, EvalData, evaluate_model, sun_map_ceiling
@@ -330,25 +331,22 @@ def truth(
         world = Path(data)
         if not world.is_dir():
             raise DatasetError(f"--data {str(world)!r} is not a directory")
-        _check_layout(world)
-        if not (world / "truth" / "meta.json").is_file():
-            raise DatasetError(f"--data {str(world)!r} has no planted truth (truth/meta.json): siam truth measures "
-                               "explanations against what was planted, so it needs a planted world")
+        _check_layout(world)  # either layout; its truth is required just below
         train_cfg = _synth_config(world)
-    truth_train = load_truth(world / "truth")
+    truth_train = require_truth(world, what=TAG)
     raw, overrides = b.recipe(RECIPE)
     configs = {s: stage_configs(out / f"seed_{s}", world, raw, [*overrides, f"trainer.seed={s}"]) for s in range(n_seeds)}
     probe = configs[0]["son_head"]
-    from siam.data.sun_attributes import read_sun_labels
+    split_seed = probe.data.split_seed  # a CSV folder's drawn split, as siam train draws it
 
-    names = [a for a in read_sun_labels(world / "sun", attributes=probe.attributes).names if a in truth_train.attributes]
+    names = [a for a in attribute_names(world, probe.attributes) if a in truth_train.attributes]
     if data is None:
         test_root, counts = _test_world(out, train_cfg, b, names, say)
         split = "all"
     else:
         test_root, split = world, "test"
         counts = {"split": "test", "min_positives": b.min_positives,
-                  "per_attribute": positive_counts(world, "test", names)}
+                  "per_attribute": positive_counts(world, "test", names, seed=split_seed)}
         counts["short"] = _short(counts["per_attribute"], b.min_positives)
         notes.append(f"--data: the folder's own test split is the test set; attributes with fewer than "
                      f"{b.min_positives} positives there: SUN {counts['short']['sun']}, SoN {counts['short']['son']} "
@@ -374,10 +372,10 @@ def truth(
 
     # 3. measurement
     t = time.perf_counter()
-    truth_test = load_truth(test_root / "truth")
+    truth_test = require_truth(test_root, what=TAG)
     pre = probe.preprocessing.build()
     grid, border = int(probe.model.grid or 0), probe.model.border
-    d = load_eval_data(preprocessing=pre, data=test_root, split=split)
+    d = load_eval_data(preprocessing=pre, data=test_root, split=split, split_seed=split_seed)
     ev = EvalData(son=d["son"], sun=d["sun"], sun_attributes=d["sun_attributes"], truth=truth_test, split=split)
     floor = truth_test.noise_floor_rmse.get(split)
     per_seed: dict[int, dict[str, Any]] = {}
@@ -400,7 +398,7 @@ def truth(
     ceilings: dict[str, Any] = {"sun_map": sun_map_ceiling(truth_test, d["sun"], d["sun_attributes"]) if d["sun"] is not None else None}
     joint0 = per_seed[0]["siam_joint"]
     ceilings["mass_in_mask"] = ((joint0.get("planted") or {}).get("mass_in_mask_coverage_map"))
-    son_train = ScenicOrNot(world / "son", "train", transform=None)
+    son_train = son_set(world, "train", seed=split_seed)
     oracle_cache = out / "oracle_inputs.npz"
     key = json.dumps([str(world.resolve()), str(test_root.resolve()), split, grid, pre.resize, pre.crop, names])
     if oracle_cache.is_file() and str(np.load(oracle_cache)["key"]) == key:
@@ -426,7 +424,7 @@ def truth(
     t = time.perf_counter()
     from siam.data.transforms import eval_transform
 
-    train_images = _images(ScenicOrNot(world / "son", "train", transform=eval_transform(pre)))
+    train_images = _images(son_set(world, "train", transform=eval_transform(pre), seed=split_seed))
     test_images = _images(d["son"])
     shuffled: dict[int, dict[str, Any]] = {}
     randomised: dict[int, list[dict[str, Any]]] = {}
@@ -462,7 +460,7 @@ def truth(
     t = time.perf_counter()
     correct: dict[int, dict[str, Any]] = {}
     if train_cfg is not None and b.correctness_scenes > 0:
-        ids = list(d["son"].ids)
+        ids = [truth_test.key("son", i) for i in d["son"].ids]  # the generator's IDs (CSV: through csv_ids.csv)
         rng = np.random.default_rng(_PICK_SEED)
         pick = sorted(rng.choice(len(ids), size=min(b.correctness_scenes, len(ids)), replace=False).tolist())
         say(f"correctness: re-rendering {len(pick)} test scenes without each attribute they show")
