@@ -16,13 +16,18 @@ from siam.models.siam import SIAM
 
 NAMES = ("trees", "road", "ocean", "clouds", "grass")
 PRE = Preprocessing(resize=72, crop=64)
+TARGETS = ("beauty", "safety")
 
 
-def make_siam(seed: int = 0, *, names: tuple[str, ...] = NAMES, pre: Preprocessing = PRE) -> SIAM:
+def make_siam(seed: int = 0, *, names: tuple[str, ...] = NAMES, pre: Preprocessing = PRE,
+              targets: tuple[str, ...] = ("score",)) -> SIAM:
     """A tiny SIAM with non-trivial, signed contributions: positive maps (conv bias > 0), random
-    non-negative templates and random mixing weights (so E_i has both signs)."""
+    non-negative templates and random mixing weights (so E_i has both signs); with several
+    ``targets`` each gets its own random templates and bias 5, 2, -1, ..."""
     torch.manual_seed(seed)
-    model = siam.build_model(backbone="tiny", attributes=list(names), grid=8, border=0, preprocessing=pre, bias=5.0)
+    bias = 5.0 if len(targets) == 1 else [5.0 - 3.0 * t for t in range(len(targets))]
+    model = siam.build_model(backbone="tiny", attributes=list(names), grid=8, border=0, preprocessing=pre,
+                             bias=bias, targets=targets)
     with torch.no_grad():
         conv = model.attribute_head.conv
         conv.weight.normal_(0.0, 0.05)
@@ -54,6 +59,12 @@ def model() -> SIAM:
 
 
 @pytest.fixture(scope="session")
+def model2() -> SIAM:
+    """Two targets, beauty and safety, over the same attribute maps."""
+    return make_siam(targets=TARGETS)
+
+
+@pytest.fixture(scope="session")
 def baseline() -> Baseline:
     return make_baseline()
 
@@ -64,6 +75,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "siam": siam.save_checkpoint(make_siam(), d / "siam.safetensors"),
         "baseline": siam.save_checkpoint(make_baseline(), d / "baseline.safetensors"),
+        "siam2": siam.save_checkpoint(make_siam(targets=TARGETS), d / "siam2.safetensors"),
     }
 
 

@@ -10,6 +10,13 @@ and ``NAME.json`` with ``error`` set and null numbers; the other images are stil
 Interventions (``--remove``, ``--scale``, ``--remove-region``, ``--restrict-top-k``) are exact
 (g is linear) and go to stdout and to ``NAME.json["intervention"]``.
 
+Several targets (e.g. beauty and safety): ``NAME.json`` shows one target in its one-target keys
+(``--target NAME``, default the model's first) and always carries every target's score, bias and
+contributions under ``targets`` (and ``NAME.npz`` every target's contribution maps). Without
+``--target`` every target is shown: one figure each, ``NAME.target-<target>.png``, and the
+interventions applied to each (``targets[t]["intervention"]``); ``--target`` shows only that one.
+A one-target model writes exactly what it always did.
+
 Exit codes: 0 every input explained; 1 at least one input failed (its error record says why) or
 an intervention could not be applied to an image (e.g. a region outside it: the explanation is
 kept, ``intervention.error`` says why); 2 bad command line or checkpoint (nothing written).
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,7 @@ from siam.data.images import load_image
 from siam.explain._cli_common import add_model_arguments, expand_inputs, load_models, unique_stems
 from siam.explain.explanation import error_record, explain, explain_baseline
 from siam.models.baseline import Baseline
-from siam.models.siam import SIAM
+from siam.models.siam import SIAM, target_index
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -49,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "cells partly inside count by area)")
     parser.add_argument("--restrict-top-k", type=int, default=None, metavar="K",
                         help="intervention: keep only the K attributes with the largest |contribution|")
+    parser.add_argument("--target", default=None, metavar="NAME",
+                        help="model with several targets: the target the record shows and the figure and "
+                        "interventions are about (default: every target, the first shown in the record's "
+                        "one-target keys)")
     parser.add_argument("--no-figure", action="store_true", help="skip the PNG figures (faster)")
     parser.epilog = (
         "exit codes: 0 all inputs explained; 1 some inputs failed (one stderr line and an error JSON "
@@ -105,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k: must be >= 0, got {args.top_k}")
     model, ident, baseline, base_ident = load_models(args)
     edits = parse_interventions(args, model.attributes)
+    try:
+        shown = list(model.targets) if args.target is None else [
+            model.targets[target_index(model.targets, args.target)]]
+    except ValueError as exc:
+        raise ValueError(f"--target: {exc}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     items = expand_inputs(args.inputs)
@@ -122,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             if problem is not None:
                 raise ValueError(f"{path}: {problem}")
-            record = _explain_one(path, model, ident, baseline, base_ident, args, npz_path, png_path, edits)
+            record = _explain_one(path, model, ident, baseline, base_ident, args, npz_path, png_path, edits, shown)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{path}: {type(exc).__name__}: {exc}"
-            record = error_record(path, message, model=model, model_id=ident)
-            for leftover in (npz_path, png_path):
+            record = error_record(path, message, model=model, model_id=ident, target=shown[0])
+            for leftover in (npz_path, png_path, *(_figure_path(png_path, t) for t in shown)):
                 leftover.unlink(missing_ok=True)
         if record.get("note") and not noted:  # once: the same caveat holds for every photograph
             noted = True
@@ -137,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             bar.write(f"siam explain: error: {problem}", file=sys.stderr)
         if "score" in intervention:
-            bar.write(_describe_record(record), file=sys.stdout)
+            for line in _describe_record(record):
+                bar.write(line, file=sys.stdout)
         json_path.write_text(json.dumps(record, indent=2) + "\n")
         summary.append({"image": path, "json": json_path.name, "score": record["score"], "error": record["error"]})
     (out / "summary.json").write_text(json.dumps({"n_inputs": len(items), "n_failed": failed, "items": summary},
@@ -147,12 +165,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _describe_record(record: dict[str, Any]) -> str:
-    it = record["intervention"]
-    changes = ", ".join(f"{c['name']} {c['change']:+.3f}" for c in it["changes"][:6])
-    more = len(it["changes"]) - 6
-    return (f"{record['image']}: intervention: score {it['original_score']:.3f} -> {it['score']:.3f} "
-            f"({it['delta']:+.3f}); changes: {changes or 'none'}" + (f" (+{more} more)" if more > 0 else ""))
+def _describe_record(record: dict[str, Any]) -> list[str]:
+    """One stdout line per target whose intervention was computed."""
+    found = [t["intervention"] for t in record.get("targets", []) if "score" in t.get("intervention", {})]
+    lines = []
+    for it in found or [record["intervention"]]:
+        changes = ", ".join(f"{c['name']} {c['change']:+.3f}" for c in it["changes"][:6])
+        more = len(it["changes"]) - 6
+        what = "score" if "target" not in it else f"{it['target']}"
+        lines.append(f"{record['image']}: intervention: {what} {it['original_score']:.3f} -> {it['score']:.3f} "
+                     f"({it['delta']:+.3f}); changes: {changes or 'none'}" + (f" (+{more} more)" if more > 0 else ""))
+    return lines
+
+
+def _figure_path(png_path: Path, target: str) -> Path:
+    """``NAME.target-<target>.png``: one figure per target of a model with several targets."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip(".") or "target"
+    return png_path.with_name(f"{png_path.stem}.target-{slug}.png")
 
 
 def _explain_one(
@@ -165,10 +194,12 @@ def _explain_one(
     npz_path: Path,
     png_path: Path,
     edits: dict[str, Any] | None,
+    shown: list[str],
 ) -> dict[str, Any]:
-    """Explain one file: write its NPZ (and PNG); return its JSON record."""
+    """Explain one file for the ``shown`` targets: write its NPZ (and PNGs); return its JSON record."""
     image = load_image(path, max_megapixels=args.max_megapixels)
-    expl = explain(model, image, top_k=args.top_k, name=path, model_id=ident, source=path)
+    expl = explain(model, image, top_k=args.top_k, name=path, model_id=ident, source=path, target=shown[0])
+    views = [expl.for_target(t) for t in shown]
     base = None
     extra: dict[str, Any] = {}
     if baseline is not None:
@@ -178,14 +209,25 @@ def _explain_one(
     record = expl.to_json(maps_path=str(npz_path.resolve()))
     if base is not None:
         record["baseline"] = base.to_json()
+    entries = {t["name"]: t for t in record.get("targets", [])}
     if edits is not None:
-        try:
-            record["intervention"] = expl.intervene(**edits).to_json()
-        except ValueError as exc:  # e.g. a region outside this image: the explanation stands
-            record["intervention"] = {"request": edits, "error": f"{path}: intervention failed: {exc}"}
+        for i, view in enumerate(views):
+            try:
+                it = view.intervene(**edits).to_json()
+            except ValueError as exc:  # e.g. a region outside this image: the explanation stands
+                it = {"request": edits, "error": f"{path}: intervention failed: {exc}"}
+            if i == 0:
+                record["intervention"] = it
+            if view.target in entries:
+                entries[view.target]["intervention"] = it
     if not args.no_figure:
         from siam.explain.figures import plot_explanation, save_figure
 
-        save_figure(plot_explanation(expl, image, baseline=base), png_path)
-        record["figure"] = str(png_path.resolve())
+        for i, view in enumerate(views):
+            png = png_path if not expl.several_targets else _figure_path(png_path, view.target)
+            save_figure(plot_explanation(view, image, baseline=base), png)
+            if i == 0:
+                record["figure"] = str(png.resolve())
+            if view.target in entries:
+                entries[view.target]["figure"] = str(png.resolve())
     return record

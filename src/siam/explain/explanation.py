@@ -6,6 +6,11 @@ presence, signed contributions c_i = <E_i, A_i> (*how much*) and contribution ma
 No hooks, no gradients, no approximation: ``score == bias + sum(contributions)`` up to float32
 rounding.
 
+Several targets (``model.targets``, e.g. beauty and safety): one forward pass gives every target's
+score_t = b_t + sum_i <E_t,i, A_i> over the same attribute maps. An :class:`Explanation` shows one
+target (``target``) in its one-target fields and keeps every target's numbers (``all_*``);
+:meth:`Explanation.for_target` switches. A one-target model's records are exactly as before.
+
 Because g is linear (Sec. 3.2), "what if" questions have exact answers
 (:meth:`Explanation.intervene`): removing attribute i subtracts c_i, scaling it multiplies c_i,
 and removing it inside a region subtracts the part of its contribution map that lies there.
@@ -25,7 +30,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ from PIL import Image
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from siam.data.transforms import Preprocessing, eval_transform
 from siam.models.baseline import Baseline
-from siam.models.siam import SIAM
+from siam.models.siam import SIAM, target_index
 from siam.provenance import synthetic_note, trained_on
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "crop_box",
     "region_weights",
     "JSON_KEYS",
+    "TARGET_JSON_KEYS",
 ]
 
 #: Keys every explanation JSON (and every error record) has; stable for downstream consumers.
@@ -58,6 +64,9 @@ JSON_KEYS: tuple[str, ...] = (
     "image", "image_size", "score", "bias", "variance", "attributes", "top_positive",
     "top_negative", "maps", "error", "model", "preprocessing", "grid", "crop_box", "top_k", "note",
 )
+#: Keys added when the model predicts several targets: the shown target's name and every target's
+#: ``{name, score, bias, variance, contributions: {attribute: c}, top_positive, top_negative}``.
+TARGET_JSON_KEYS: tuple[str, ...] = ("target", "targets")
 
 Box = tuple[float, float, float, float]
 ImageInput = Image.Image | str | os.PathLike | bytes | torch.Tensor
@@ -162,8 +171,10 @@ class Intervention:
     changes: list[dict[str, Any]]
     attributes: tuple[str, ...] = ()
     request: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The record; ``target`` (the target edited) only for a model with several targets."""
         return {
             "request": self.request,
             "score": self.score,
@@ -173,6 +184,7 @@ class Intervention:
             "contributions": [
                 {"name": n, "contribution": _f(c)} for n, c in zip(self.attributes, self.contributions)
             ],
+            **({} if self.target is None else {"target": self.target}),
         }
 
 
@@ -201,6 +213,11 @@ class Explanation:
     ``crop_box``: the rectangle of the original image the m x m cells partition (module docstring).
     ``note``: a caveat shown with the explanation, e.g. that a model trained on synthetic scenes
     explains a photograph (:func:`siam.provenance.synthetic_note`); None when there is none.
+
+    Several targets: ``targets`` (T,) names, ``target`` the one shown in ``score``, ``bias``,
+    ``contributions``, ``contribution_maps`` and ``variance``; ``all_scores``/``all_biases`` (T,),
+    ``all_contributions`` (T, K), ``all_contribution_maps`` (T, K, m, m), ``all_variances`` (T,) or
+    None hold every target (None for a one-target explanation). :meth:`for_target` shows another.
     """
 
     image: str | None
@@ -218,9 +235,30 @@ class Explanation:
     variance: float | None = None
     top_k: int = 5
     note: str | None = None
+    targets: tuple[str, ...] = ("score",)
+    target: str = "score"
+    all_scores: np.ndarray | None = None
+    all_biases: np.ndarray | None = None
+    all_contributions: np.ndarray | None = None
+    all_contribution_maps: np.ndarray | None = None
+    all_variances: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k = len(self.attributes)
+        t = len(self.targets)
+        if self.target not in self.targets:
+            raise ValueError(f"target {self.target!r} is not one of the targets {list(self.targets)}")
+        per_target = (self.all_scores, self.all_biases, self.all_contributions, self.all_contribution_maps)
+        if t > 1 and any(a is None for a in per_target):
+            raise ValueError(f"an explanation of {t} targets needs all_scores, all_biases, all_contributions "
+                             "and all_contribution_maps")
+        if t > 1 and (np.shape(self.all_scores) != (t,) or np.shape(self.all_biases) != (t,)
+                      or np.shape(self.all_contributions) != (t, k)
+                      or np.shape(self.all_contribution_maps) != (t, *self.maps.shape)):
+            raise ValueError(
+                f"per-target arrays must be all_scores/all_biases (T={t},), all_contributions (T, K={k}) and "
+                f"all_contribution_maps (T, K, m, m); got {np.shape(self.all_scores)}, {np.shape(self.all_biases)}, "
+                f"{np.shape(self.all_contributions)}, {np.shape(self.all_contribution_maps)}")
         if self.presence.shape != (k,) or self.contributions.shape != (k,):
             raise ValueError(
                 f"presence/contributions must have shape ({k},), got {self.presence.shape}, "
@@ -236,6 +274,28 @@ class Explanation:
     def grid(self) -> int:
         """m, the side of the attribute maps."""
         return int(self.maps.shape[-1])
+
+    @property
+    def several_targets(self) -> bool:
+        """Whether the model predicts more than one target (the records then carry them all)."""
+        return len(self.targets) > 1
+
+    def for_target(self, target: int | str) -> Explanation:
+        """The same explanation showing target ``target`` (a name or an index) in the one-target
+        fields; ``ValueError`` naming the targets otherwise."""
+        t = target_index(self.targets, target)
+        if not self.several_targets:
+            return self
+        variances = self.all_variances
+        return replace(
+            self, target=self.targets[t], score=float(self.all_scores[t]), bias=float(self.all_biases[t]),
+            contributions=self.all_contributions[t], contribution_maps=self.all_contribution_maps[t],
+            variance=None if variances is None else float(variances[t]),
+        )
+
+    def per_target(self) -> list[Explanation]:
+        """One view per target, in the model's order."""
+        return [self.for_target(t) for t in range(len(self.targets))]
 
     def ranks(self) -> np.ndarray:
         """(K,) int ranks by |contribution|: 1 = largest; ties keep attribute order."""
@@ -294,12 +354,29 @@ class Explanation:
             "crop_box": list(self.crop_box),
             "top_k": self.top_k,
             "note": self.note,
+            **self._targets_json(),
+        }
+
+    def _targets_json(self) -> dict[str, Any]:
+        """The :data:`TARGET_JSON_KEYS` (several targets only; a one-target record is unchanged)."""
+        if not self.several_targets:
+            return {}
+        return {
+            "target": self.target,
+            "targets": [
+                {"name": v.target, "score": v.score, "bias": v.bias, "variance": v.variance,
+                 "contributions": {n: _f(c) for n, c in zip(v.attributes, v.contributions)},
+                 "top_positive": v.top_positive(), "top_negative": v.top_negative()}
+                for v in self.per_target()
+            ],
         }
 
     def save_npz(self, path: str | os.PathLike[str], *, extra: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write maps (K, m, m), contribution_maps (K, m, m), total_map (m, m), attributes, presence,
         contributions, score, bias, crop_box, image_size (plus ``extra`` arrays, e.g. a baseline
-        CAM) to a compressed NPZ that loads without pickles."""
+        CAM) to a compressed NPZ that loads without pickles. Several targets add ``targets`` (T,),
+        ``target``, ``scores``/``biases`` (T,), ``all_contributions`` (T, K) and
+        ``all_contribution_maps`` (T, K, m, m) (and ``variances`` (T,) when predicted)."""
         arrays = self._arrays()
         clash = sorted(set(arrays) & set(extra or {}))
         if clash:
@@ -321,7 +398,23 @@ class Explanation:
             "bias": np.float64(self.bias),
             "crop_box": np.asarray(self.crop_box, dtype=np.float64),
             "image_size": np.asarray(self.image_size, dtype=np.int64),
+            **self._target_arrays(),
         }
+
+    def _target_arrays(self) -> dict[str, np.ndarray]:
+        if not self.several_targets:
+            return {}
+        out = {
+            "targets": np.asarray(self.targets, dtype=str),
+            "target": np.asarray(self.target, dtype=str),
+            "scores": np.asarray(self.all_scores, dtype=np.float64),
+            "biases": np.asarray(self.all_biases, dtype=np.float64),
+            "all_contributions": np.asarray(self.all_contributions),
+            "all_contribution_maps": np.asarray(self.all_contribution_maps),
+        }
+        if self.all_variances is not None:
+            out["variances"] = np.asarray(self.all_variances, dtype=np.float64)
+        return out
 
     def intervene(
         self,
@@ -337,6 +430,7 @@ class Explanation:
         pixels; each cell of that attribute's contribution map loses the fraction of its area
         inside the region, :func:`region_weights`), ``scale`` (c_i *= factor), ``remove``
         (c_i = 0), then ``top_k`` (keep only the k largest |c_i| of the result, zero the rest).
+        The edits apply to the shown target (:attr:`target`; :meth:`for_target` for another).
         """
         scale = dict(scale or {})
         remove_region = dict(remove_region or {})
@@ -375,6 +469,7 @@ class Explanation:
         return Intervention(
             score=score, original_score=self.score, delta=score - self.score, contributions=after,
             changes=changes, attributes=self.attributes, request=request,
+            target=self.target if self.several_targets else None,
         )
 
 
@@ -460,6 +555,7 @@ def explain(
     name: str | None = None,
     model_id: dict[str, Any] | None = None,
     source: str | os.PathLike[str] | None = None,
+    target: int | str = 0,
 ) -> Explanation:
     """Explain ``model``'s score for one image from its own forward pass (eval mode, no grad).
 
@@ -470,8 +566,10 @@ def explain(
     the JSON. ``model_id`` (from :func:`model_identity`, e.g. with the checkpoint hash) defaults to
     the model's own description. ``source``: the image's file (default: ``image`` when it is a
     path); a model trained on synthetic scenes gets a ``note`` on any image that is not from a
-    ``siam synth`` world, or whose origin is unknown. Raises
-    :class:`~siam.errors.ImageDecodeError` for a bad image.
+    ``siam synth`` world, or whose origin is unknown. ``target`` (a name or an index; default the
+    first) is the target shown; a model with several targets gets all of them in the ``all_*``
+    fields (:meth:`Explanation.for_target`). Raises :class:`~siam.errors.ImageDecodeError` for a
+    bad image and ``ValueError`` for an unknown target.
     """
     if not isinstance(model, SIAM):
         raise ValueError(
@@ -479,17 +577,20 @@ def explain(
             "explanation (use explain_baseline for its score and CAM)"
         )
     top_k = _check_k(top_k)
+    t = target_index(model.targets, target)
     x, label, size, box = _prepare(image, model.preprocessing, max_megapixels=max_megapixels, name=name)
     if source is None and isinstance(image, (str, os.PathLike)):
         source = image
-    out = _forward(model, x)
-    score = float(out.score[0])
-    if not math.isfinite(score):
-        raise ValueError(f"{label or 'image'}: the model produced a non-finite score ({score})")
+    out = _forward(model, x).for_target(t)
+    scores = out.scores[0].detach().cpu().numpy()  # (T,)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{label or 'image'}: the model produced a non-finite score ({scores.tolist()})")
+    several = len(out.targets) > 1
+    variances = None if out.variances is None else out.variances[0].detach().cpu().numpy()  # (T,)
     return Explanation(
         image=label,
         image_size=(int(size[0]), int(size[1])),
-        score=score,
+        score=float(out.score[0]),
         bias=float(out.bias.detach()),
         attributes=tuple(model.attributes),
         presence=out.presence[0].cpu().numpy(),  # (K,)
@@ -502,6 +603,13 @@ def explain(
         variance=None if out.variance is None else float(out.variance[0]),
         top_k=top_k,
         note=synthetic_note(model, source),
+        targets=tuple(out.targets),
+        target=out.targets[t],
+        all_scores=scores if several else None,
+        all_biases=out.biases.detach().cpu().numpy() if several else None,  # (T,)
+        all_contributions=out.all_contributions[0].cpu().numpy() if several else None,  # (T, K)
+        all_contribution_maps=out.all_contribution_maps[0].cpu().numpy() if several else None,  # (T, K, m, m)
+        all_variances=variances if several else None,
     )
 
 
@@ -533,13 +641,21 @@ def error_record(
     *,
     model: SIAM | None = None,
     model_id: dict[str, Any] | None = None,
+    target: int | str | None = None,
 ) -> dict[str, Any]:
     """The JSON record of a failed image: the keys of :meth:`Explanation.to_json`, ``error`` set
     to the message and every number null (attributes listed with null values when ``model`` is
-    given)."""
+    given; a model with several targets adds ``target`` and ``targets`` with null numbers)."""
     names = tuple(model.attributes) if model is not None else ()
     if model_id is None and model is not None:
         model_id = model_identity(model)
+    targets = tuple(model.targets) if model is not None else ()
+    extra: dict[str, Any] = {}
+    if len(targets) > 1:
+        extra = {"target": targets[0] if target is None else targets[target_index(targets, target)],
+                 "targets": [{"name": t, "score": None, "bias": None, "variance": None,
+                              "contributions": {n: None for n in names}, "top_positive": [], "top_negative": []}
+                             for t in targets]}
     return {
         "image": image,
         "image_size": None,
@@ -557,6 +673,7 @@ def error_record(
         "crop_box": None,
         "top_k": None,
         "note": None,
+        **extra,
     }
 
 
@@ -578,6 +695,14 @@ def load_explanation(json_path: str | os.PathLike[str]) -> Explanation:
         npz = p.parent / npz.name
     with np.load(npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    several: dict[str, Any] = {}
+    if "targets" in arrays:
+        several = {
+            "targets": tuple(str(t) for t in arrays["targets"]), "target": str(arrays["target"]),
+            "all_scores": arrays["scores"], "all_biases": arrays["biases"],
+            "all_contributions": arrays["all_contributions"],
+            "all_contribution_maps": arrays["all_contribution_maps"], "all_variances": arrays.get("variances"),
+        }
     return Explanation(
         image=record["image"],
         image_size=tuple(record["image_size"]),
@@ -594,4 +719,5 @@ def load_explanation(json_path: str | os.PathLike[str]) -> Explanation:
         variance=record.get("variance"),
         top_k=int(record.get("top_k", 5)),
         note=record.get("note"),
+        **several,
     )

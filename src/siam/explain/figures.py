@@ -165,7 +165,8 @@ def _total_panel(ax: Any, image: np.ndarray, expl: Explanation) -> None:
     total = expl.total_map()
     _show_map(ax, _crop(image, expl.image_size, expl.crop_box, side=DISPLAY_SIDE // 2), expl.crop_box, total,
               _vmax(total), signed=True)
-    ax.set_title(f"SIAM total contribution\nscore {expl.score:.2f} = bias {expl.bias:.2f} "
+    what = f"{expl.target} " if expl.several_targets else "score "
+    ax.set_title(f"SIAM total contribution\n{what}{expl.score:.2f} = bias {expl.bias:.2f} "
                  f"{expl.score - expl.bias:+.2f}", fontsize=9)
 
 
@@ -203,7 +204,8 @@ def plot_explanation(
     sum_i E_i * A_i over it, the baseline's CAM when given, and the numbers. Below: the ``n``
     attribute maps A_i with the largest |c_i|, framed green (raises the score) or magenta (lowers
     it), frame width proportional to |c_i|, with name, c_i and presence. ``image`` is the original
-    RGB image (PIL or array); None draws the maps on grey.
+    RGB image (PIL or array); None draws the maps on grey. A model with several targets: the
+    figure is about ``expl.target`` (named on it; ``expl.for_target(t)`` for another).
     """
     n = max(0, min(int(n), len(expl.attributes)))
     ncols = 4
@@ -220,6 +222,9 @@ def plot_explanation(
         text_ax = fig.add_subplot(gs[0, 2:])
     text_ax.set_axis_off()
     lines = [f"score {expl.score:.3f}", f"bias {expl.bias:.3f}"]
+    if expl.several_targets:  # which target this figure shows, and the others' scores
+        lines = [f"target {expl.target}", *lines, "other targets: " + ", ".join(
+            f"{t} {s:.3f}" for t, s in zip(expl.targets, expl.all_scores) if t != expl.target)]
     if baseline is not None:
         lines.append(f"baseline {baseline.score:.3f}")
     lines.append("raises the score:")
