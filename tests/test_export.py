@@ -70,3 +70,29 @@ def test_export_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "unknown --format 'tflite'; allowed: ['onnx']" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.pb")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_two_target_onnx_matches_pytorch_per_target(tmp_path: Path) -> None:
+    model = make_tiny_siam(seed=4, crop=64, targets=("beauty", "safety"))
+    ckpt = siam.save_checkpoint(model, tmp_path / "m2.safetensors")
+    out = tmp_path / "m2.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    proto = onnx.load(str(out))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["siam"])
+    assert meta["model"]["targets"] == ["beauty", "safety"]
+    session = _session(out)
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["score", "presence", "contributions", "maps", "contribution_maps",
+                     "scores", "all_contributions", "all_contribution_maps"]
+    model = siam.load_checkpoint(ckpt)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    got = dict(zip(names, session.run(names, {"image": x.numpy()})))
+    with torch.inference_mode():
+        ref = model(x)
+    for name in names:
+        np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), rtol=0, atol=1e-4, err_msg=name)
+    assert got["scores"].shape == (3, 2) and np.abs(got["scores"][:, 0] - got["scores"][:, 1]).min() > 1e-3
+    # Each target's exported score keeps its own decomposition: score_t = b_t + sum_i c_t,i.
+    np.testing.assert_allclose(got["scores"], ref.biases.detach().numpy() + got["all_contributions"].sum(2), atol=1e-4)
+    np.testing.assert_allclose(got["all_contribution_maps"].sum((3, 4)), got["all_contributions"], atol=1e-4)
+    np.testing.assert_allclose(got["score"], got["scores"][:, 0], atol=1e-6)

@@ -6,7 +6,13 @@ and returns, for a SIAM model::
     score (batch,)  presence (batch, K)  contributions (batch, K)  maps (batch, K, m, m)
     contribution_maps (batch, K, m, m)  [variance (batch,)]
 
-and for a baseline ``score (batch,)``, ``cam (batch, h, w)`` [, ``variance``]. The spatial size is
+and for a baseline ``score (batch,)``, ``cam (batch, h, w)`` [, ``variance``]. A SIAM model with
+several targets (T > 1) keeps those outputs for its first target and adds every target's::
+
+    scores (batch, T)  all_contributions (batch, T, K)  all_contribution_maps (batch, T, K, m, m)
+    [variances (batch, T)]
+
+(the target names are in the metadata, ``model.targets``). The spatial size is
 fixed (the adaptive pooling to the template grid depends on it); the batch axis is dynamic. The
 model's meta (attribute names, preprocessing, config) is stored as ONNX metadata under the key
 ``siam`` (JSON), so an ONNX consumer knows K, the names and how to prepare images.
@@ -39,8 +45,11 @@ def onnx_output_names(model: nn.Module) -> list[str]:
     """Names of the ONNX outputs for ``model`` (see the module docstring)."""
     kind = model.config.kind  # type: ignore[attr-defined]
     names = ["score", "presence", "contributions", "maps", "contribution_maps"] if kind == "siam" else ["score", "cam"]
-    if model.config.predict_variance:  # type: ignore[attr-defined]
+    variance = model.config.predict_variance  # type: ignore[attr-defined]
+    if variance:
         names.append("variance")
+    if kind == "siam" and len(model.targets) > 1:  # type: ignore[attr-defined]
+        names += ["scores", "all_contributions", "all_contribution_maps"] + (["variances"] if variance else [])
     return names
 
 
@@ -133,7 +142,8 @@ def check_onnx(model: nn.Module, path: str | os.PathLike[str], *, batch_sizes: t
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Export a checkpoint to ONNX (outputs: score, presence, contributions, maps, "
-        "contribution_maps for SIAM; score, cam for the baseline), with a dynamic batch axis, "
+        "contribution_maps for SIAM, plus scores, all_contributions, all_contribution_maps with "
+        "several targets; score, cam for the baseline), with a dynamic batch axis, "
         "then check it against PyTorch with onnxruntime."
     )
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt)")

@@ -15,17 +15,18 @@ ATTRIBUTES = ["trees", "water", "road", "snow"]
 BAD_FILES = {"sub/empty.jpg", "sub/text.jpg", "sub/truncated.jpg"}
 
 
-def make_tiny_siam(*, seed: int = 0, crop: int = 128) -> siam.SIAM:
-    """A tiny SIAM whose maps, templates, mixing and bias are non-trivial (scores differ per image)."""
+def make_tiny_siam(*, seed: int = 0, crop: int = 128, targets: tuple[str, ...] = ("score",)) -> siam.SIAM:
+    """A tiny SIAM whose maps, templates, mixing and bias are non-trivial (scores differ per image);
+    with several ``targets`` each has its own random templates and bias 5, 3, 1, ..."""
     torch.manual_seed(seed)
-    model = siam.build_model(backbone="tiny", attributes=ATTRIBUTES, grid=8, border=0,
+    model = siam.build_model(backbone="tiny", attributes=ATTRIBUTES, grid=8, border=0, targets=targets,
                              preprocessing=Preprocessing(resize=crop, crop=crop))
     with torch.no_grad():
         model.attribute_head.conv.weight.uniform_(-0.02, 0.06)  # maps clearly above zero
         model.attribute_head.conv.bias.fill_(0.05)
         model.template_head.templates.uniform_(0.0, 0.2)
         model.template_head.mixing.uniform_(-1.0, 1.0)
-    model.set_bias(5.0)
+    model.set_bias(5.0 if len(targets) == 1 else [5.0 - 2.0 * t for t in range(len(targets))])
     return model
 
 
