@@ -7,6 +7,7 @@ Layout of an output folder ``OUT/`` (names starting with ``_`` or ``.`` are skip
     OUT/_inputs.txt          the ordered input paths, one per line (part p holds rows p*P .. p*P+P-1)
     OUT/_inputs.idx          byte offsets of those lines (see :mod:`siam.scoring.inputs`)
     OUT/part-00000.parquet   one row per input: path, status, error, score, presence_<a>, ...
+                             (several targets: score is the first; score_<t>, contribution_<t>_<a> each)
     OUT/_maps/maps-00000.npz optional (``maps="npz"``): attribute maps of the same rows
 
 The job is made once, by rank 0 (:func:`siam.scoring.inputs.write_input_list` streams the input list
@@ -106,14 +107,32 @@ class ScoreSummary:
 
 # --- output columns ------------------------------------------------------------------------------
 
-def score_columns(kind: str, attributes: Sequence[str], *, predict_variance: bool = False) -> list[str]:
+def score_columns(kind: str, attributes: Sequence[str], *, predict_variance: bool = False,
+                  targets: Sequence[str] = ("score",)) -> list[str]:
     """The Parquet columns: path, status, error, score, then for a SIAM model ``presence_<name>``
-    and ``contribution_<name>`` per attribute, then ``variance`` if the model predicts it."""
+    and ``contribution_<name>`` per attribute, then ``variance`` if the model predicts it.
+
+    A SIAM model with several ``targets``: ``score``, ``contribution_<name>`` and ``variance``
+    are the first target's (so readers of one-target folders keep working), and every target
+    ``t`` adds ``score_<t>`` (after ``score``), ``contribution_<t>_<name>`` per attribute (after
+    the contributions) and ``variance_<t>``. Raises :class:`ScoringError` if two columns would
+    share a name (e.g. a target named like an attribute prefix)."""
+    several = kind == "siam" and len(targets) > 1
     cols = ["path", "status", "error", "score"]
+    if several:
+        cols += [f"score_{t}" for t in targets]
     if kind == "siam":
         cols += [f"presence_{a}" for a in attributes] + [f"contribution_{a}" for a in attributes]
+    if several:
+        cols += [f"contribution_{t}_{a}" for t in targets for a in attributes]
     if predict_variance:
         cols.append("variance")
+        if several:
+            cols += [f"variance_{t}" for t in targets]
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise ScoringError(f"the output columns {dup} would appear twice for targets {list(targets)} and attributes "
+                           f"{list(attributes)}; rename a target")
     return cols
 
 
@@ -121,7 +140,7 @@ class _Part:
     """Rows of one part being filled (by input index)."""
 
     def __init__(self, index: int, start: int, paths: Sequence[str], k: int, maps_shape: tuple[int, ...] | None,
-                 variance: bool) -> None:
+                 variance: bool, num_targets: int = 1) -> None:
         n = len(paths)
         self.index, self.start, self.paths = index, start, list(paths)
         self.status = [""] * n
@@ -130,6 +149,10 @@ class _Part:
         self.presence = np.full((n, k), np.nan, np.float32)
         self.contributions = np.full((n, k), np.nan, np.float32)
         self.variance = np.full(n, np.nan, np.float32) if variance else None
+        several = num_targets > 1  # every target's outputs (the columns above are the first target's)
+        self.scores = np.full((n, num_targets), np.nan, np.float32) if several else None
+        self.all_contributions = np.full((n, num_targets, k), np.nan, np.float32) if several else None
+        self.variances = np.full((n, num_targets), np.nan, np.float32) if several and variance else None
         self.maps = np.full((n, *maps_shape), np.nan, np.float32) if maps_shape else None
         self.filled = 0
 
@@ -155,22 +178,31 @@ def _write_json(path: Path, obj: Any) -> None:
     _write_atomic(path, lambda t: t.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8"))
 
 
-def _part_table(part: _Part, columns: list[str], attributes: Sequence[str]):
+def _part_table(part: _Part, columns: list[str], attributes: Sequence[str], targets: Sequence[str] = ("score",)):
     import pyarrow as pa
 
     ok = np.array([s == "ok" for s in part.status])
+
+    def column(values: np.ndarray) -> Any:
+        return pa.array(values, pa.float32(), mask=~ok)
+
     data: dict[str, Any] = {
         "path": pa.array(part.paths, pa.string()),
         "status": pa.array(part.status, pa.string()),
         "error": pa.array(part.error, pa.string()),
-        "score": pa.array(part.score, pa.float32(), mask=~ok),
+        "score": column(part.score),
     }
     for j, a in enumerate(attributes):
-        data[f"presence_{a}"] = pa.array(part.presence[:, j], pa.float32(), mask=~ok)
-    for j, a in enumerate(attributes):
-        data[f"contribution_{a}"] = pa.array(part.contributions[:, j], pa.float32(), mask=~ok)
+        data[f"presence_{a}"] = column(part.presence[:, j])
+        data[f"contribution_{a}"] = column(part.contributions[:, j])
     if part.variance is not None:
-        data["variance"] = pa.array(part.variance, pa.float32(), mask=~ok)
+        data["variance"] = column(part.variance)
+    for t, name in enumerate(targets if part.scores is not None else ()):
+        data[f"score_{name}"] = column(part.scores[:, t])
+        for j, a in enumerate(attributes):
+            data[f"contribution_{name}_{a}"] = column(part.all_contributions[:, t, j])
+        if part.variances is not None:
+            data[f"variance_{name}"] = column(part.variances[:, t])
     return pa.table({c: data[c] for c in columns})
 
 
@@ -466,9 +498,10 @@ def score_images(
     meta = read_meta(ckpt)  # the weights are loaded later, while the workers start decoding
     config = ModelConfig.from_dict(meta["model"])
     kind, attributes = config.kind, list(config.attributes) if config.kind == "siam" else []
+    targets = list(getattr(config, "targets", ("score",))) if kind == "siam" else ["score"]
     if maps == "npz" and kind != "siam":
         raise ScoringError(f"--maps npz needs a SIAM checkpoint; {str(ckpt)!r} is a {kind!r} model (score only)")
-    columns = score_columns(kind, attributes, predict_variance=config.predict_variance)
+    columns = score_columns(kind, attributes, predict_variance=config.predict_variance, targets=targets)
     out_dir = Path(out)
     fresh = {
         "format": FORMAT,
@@ -477,6 +510,7 @@ def score_images(
         "checkpoint_sha256": _sha256_file(ckpt),
         "model_kind": kind,
         "attributes": attributes,
+        **({"targets": targets} if len(targets) > 1 else {}),
         "columns": columns,
         "part_size": part_size,
         "maps": maps,
@@ -502,7 +536,7 @@ def score_images(
         if p not in open_parts:
             rows = part_rows(p, size, n)
             open_parts[p] = _Part(p, rows.start, inputs.paths(rows.start, rows.stop), len(attributes), maps_shape,
-                                  config.predict_variance)
+                                  config.predict_variance, len(targets))
         return open_parts[p]
 
     written = ok = errors = 0
@@ -537,7 +571,7 @@ def score_images(
                 errors += len(bad)
                 examples += [message for _, message in bad][: max(0, _ERROR_EXAMPLES - len(examples))]
                 for p in sorted(k for k, v in open_parts.items() if v.done()):
-                    _finish_part(out_dir, open_parts.pop(p), columns, attributes, num_parts)
+                    _finish_part(out_dir, open_parts.pop(p), columns, attributes, num_parts, targets)
                     written += 1
                 bar.update(len(ok_idx) + len(bad))
         finally:
@@ -588,6 +622,11 @@ def _record(part_of: Callable[[int], _Part], ok_idx: list[int], arrays: dict[str
             part.contributions[r] = arrays["contributions"][j]
         if part.variance is not None:
             part.variance[r] = arrays["variance"][j]
+        if part.scores is not None:
+            part.scores[r] = arrays["scores"][j]
+            part.all_contributions[r] = arrays["all_contributions"][j]
+        if part.variances is not None:
+            part.variances[r] = arrays["variances"][j]
         if part.maps is not None:
             part.maps[r] = arrays["maps"][j]
         part.filled += 1
@@ -600,12 +639,18 @@ def _to_numpy(result: Any, kind: str, with_maps: bool) -> dict[str, np.ndarray]:
         arrays["contributions"] = result.contributions.float().cpu().numpy()  # (B, K)
         if with_maps:
             arrays["maps"] = result.maps.float().cpu().numpy()  # (B, K, m, m)
+        if len(result.targets) > 1:
+            arrays["scores"] = result.scores.float().cpu().numpy()  # (B, T)
+            arrays["all_contributions"] = result.all_contributions.float().cpu().numpy()  # (B, T, K)
+            if result.variances is not None:
+                arrays["variances"] = result.variances.float().cpu().numpy()  # (B, T)
     if result.variance is not None:
         arrays["variance"] = result.variance.float().cpu().numpy()  # (B,)
     return arrays
 
 
-def _finish_part(out: Path, part: _Part, columns: list[str], attributes: Sequence[str], num_parts: int) -> None:
+def _finish_part(out: Path, part: _Part, columns: list[str], attributes: Sequence[str], num_parts: int,
+                 targets: Sequence[str] = ("score",)) -> None:
     """Commit a finished part: its maps first (if any), then its Parquet file, each renamed into
     place. The Parquet file's rename is the commit."""
     import pyarrow.parquet as pq
@@ -617,5 +662,5 @@ def _finish_part(out: Path, part: _Part, columns: list[str], attributes: Sequenc
                 np.savez(fh, maps=part.maps, path=np.array(part.paths))
 
         _write_atomic(out / MAPS_DIR / name.replace("part-", "maps-").replace(".parquet", ".npz"), write_maps)
-    table = _part_table(part, columns, attributes)
+    table = _part_table(part, columns, attributes, targets)
     _write_atomic(out / name, lambda tmp: pq.write_table(table, tmp))

@@ -56,10 +56,15 @@ def read_votes_locations(path: str | os.PathLike[str]) -> dict[str, tuple[float,
 
 
 def join_scores(scores: Any, votes: dict[str, tuple[float, float, float | None]],
-                attributes: list[str]) -> MapData:
-    """Join a score table (``pyarrow.Table`` from :func:`read_scores`) to votes by file stem."""
+                attributes: list[str], *, target: str | None = None) -> MapData:
+    """Join a score table (``pyarrow.Table`` from :func:`read_scores`) to votes by file stem.
+    ``target``: a folder scored by a model with several targets draws that target's ``score_<t>``
+    and ``contribution_<t>_<a>`` columns (default: ``score``, the first target)."""
     cols = scores.to_pydict()
-    contrib = [cols[f"contribution_{a}"] for a in attributes]
+    prefix = "" if target is None else f"{target}_"
+    contrib = [cols[f"contribution_{prefix}{a}"] for a in attributes]
+    if target is not None:
+        cols["score"] = cols[f"score_{target}"]
     points: list[list[Any]] = []
     errors = unmatched = 0
     matched_ids: set[str] = set()
@@ -202,6 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="HTML file to write")
     parser.add_argument("--title", default="Predicted scenicness", help="page title")
     parser.add_argument("--size", type=int, default=900, help="map width and height in pixels (default 900)")
+    parser.add_argument("--target", default=None, metavar="NAME",
+                        help="scores of a model with several targets: the target to draw (default: the first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,7 +217,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.scores)
     table = read_scores(args.scores)
     votes = read_votes_locations(args.votes)
-    data = join_scores(table, votes, list(manifest.get("attributes", [])))
+    targets = list(manifest.get("targets", ["score"]))
+    if args.target is not None and args.target not in targets:
+        raise ValueError(f"--target: unknown target {args.target!r}; {args.scores} has {targets}")
+    target = args.target if len(targets) > 1 else None
+    data = join_scores(table, votes, list(manifest.get("attributes", [])), target=target)
     if not data.points:
         raise DatasetError(
             f"no scored image matches a votes row: {data.scored} scored rows, {len(votes)} votes rows; "
