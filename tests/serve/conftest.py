@@ -28,15 +28,21 @@ BIAS = 5.0
 UPLOAD_LIMIT = 2 * 2**20  # small, so the 413 tests stay cheap
 
 
-def build_tiny_model(seed: int = 0) -> siam.SIAM:
-    """Tiny backbone at 128 px, 8x8 maps, templates set so that contributions have both signs."""
+TARGETS = ("beauty", "safety")
+BIASES = (BIAS, 2.0)
+
+
+def build_tiny_model(seed: int = 0, *, targets: tuple[str, ...] = ("score",)) -> siam.SIAM:
+    """Tiny backbone at 128 px, 8x8 maps, templates set so that contributions have both signs;
+    with two ``targets`` the second has the opposite signs (odd attributes raise it) and bias 2."""
     torch.manual_seed(seed)
     model = siam.build_model(
         backbone="tiny",
         attributes=ATTRIBUTES,
         grid=8,
         border=0,
-        bias=BIAS,
+        bias=BIAS if len(targets) == 1 else list(BIASES[: len(targets)]),
+        targets=targets,
         preprocessing=Preprocessing(resize=128, crop=128),
     )
     with torch.no_grad():
@@ -44,10 +50,12 @@ def build_tiny_model(seed: int = 0) -> siam.SIAM:
         model.attribute_head.conv.bias.fill_(0.5)
         # Mixing is (+0.5, -0.5): E_i = w_i (T_i1 - T_i2) / 2. Even attributes get a larger first
         # template (they raise the score), odd ones a larger second template (they lower it).
-        t = model.template_head.templates  # (K, 2, m, m)
+        t = model.template_head.templates  # (T, K, 2, m, m)
         t.uniform_(0.0, 1.0)
-        t[0::2, 0] += 1.0
-        t[1::2, 1] += 1.0
+        t[0::2, 0::2, 0] += 1.0
+        t[0::2, 1::2, 1] += 1.0
+        t[1::2, 0::2, 1] += 1.0  # a second target: the other way round
+        t[1::2, 1::2, 0] += 1.0
         model.template_head.weight.fill_(0.1)
     return model.eval()
 
@@ -69,6 +77,23 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("serve-model") / "tiny.safetensors"
     siam.save_checkpoint(build_tiny_model(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def two_target_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serve-model2") / "tiny2.safetensors"
+    siam.save_checkpoint(build_tiny_model(targets=TARGETS), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def client2(two_target_checkpoint: Path):
+    from fastapi.testclient import TestClient
+
+    from siam.serve.app import create_app
+
+    with TestClient(create_app(two_target_checkpoint, max_upload_bytes=UPLOAD_LIMIT, max_megapixels=4.0)) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,13 @@ network; no ``/redoc``, whose page fetches its logo from a CDN):
   Sec. 3.2);
 * ``GET /``: the explorer page (plain HTML/JS/CSS, no external assets).
 
+Several targets (e.g. beauty and safety): the one-target fields (``score``, ``bias``,
+``attributes``, ``templates``, ...) keep showing one target (the form field ``target``, default
+the first), so one-target clients keep working; ``/v1/model`` lists ``targets`` (name, bias,
+templates, for any model) and ``/v1/explain`` adds ``target`` and ``targets`` (every target's
+score, contributions, top lists and overlays; models with several targets only). The explorer
+page has a target selector.
+
 Safe by default: uploads are capped by :class:`~siam.serve.limits.UploadLimitMiddleware`
 (declared and streamed bytes), the image type comes from magic bytes, the pixel count is checked
 before decoding, model work runs in a threadpool behind a non-blocking concurrency limit (``503``
@@ -109,6 +116,27 @@ class TopOut(BaseModel):
     presence: float
 
 
+class TargetOut(BaseModel):
+    """One target of a model with several: score_t = bias_t + sum of its contributions."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    score: float
+    bias: float
+    variance: float | None
+    contributions: dict[str, float] = Field(description="attribute -> signed c_t,i = <E_t,i, A_i>")
+    attributes: list[AttributeOut]
+    top_positive: list[TopOut]
+    top_negative: list[TopOut]
+    overlays: dict[str, str]
+
+
+class ModelTargetOut(BaseModel):
+    name: str
+    bias: float
+    templates: list[list[list[float]]] = Field(description="(K, m, m) effective templates E_t,i of this target")
+
+
 class ExplainOut(BaseModel):
     """``Explanation.to_json()`` (stable keys) plus ``overlays``."""
 
@@ -135,6 +163,8 @@ class ExplainOut(BaseModel):
         description="PNG overlays as data: URLs: 'total' (sum of contribution maps) and one per "
         "top positive / top negative attribute"
     )
+    target: str | None = Field(None, description="several targets: the target shown in the fields above")
+    targets: list[TargetOut] | None = Field(None, description="several targets: every target, in the model's order")
 
 
 class ChangeOut(BaseModel):
@@ -179,6 +209,8 @@ class ModelOut(BaseModel):
     model: dict[str, Any]
     limits: dict[str, Any]
     trained_on: dict[str, Any] = Field(description="what the model was trained on: kind and summary")
+    targets: list[ModelTargetOut] = Field(
+        description="every target the model predicts (one for most models); 'bias' and 'templates' above are the first's")
     note: str | None = Field(description="shown with every upload: e.g. a synthetic-trained model on photographs")
 
 
@@ -287,8 +319,13 @@ class _Service:
         self.max_megapixels = max_megapixels
         self.top_k = top_k
         with torch.no_grad():
-            self.templates = model.effective_templates().cpu().tolist()  # (K, m, m)
-            self.bias = float(model.template_head.bias)
+            self.targets = [
+                {"name": name, "bias": float(model.template_head.bias[t]),
+                 "templates": model.effective_templates(t).cpu().tolist()}  # (K, m, m)
+                for t, name in enumerate(model.targets)
+            ]
+        self.templates = self.targets[0]["templates"]
+        self.bias = self.targets[0]["bias"]
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` in the threadpool if a slot is free, else answer 503 at once."""
@@ -304,20 +341,39 @@ class _Service:
         finally:
             self.slots.release()
 
-    def explain(self, data: bytes, name: str, top_k: int | None) -> tuple[Explanation, Any]:
+    def target(self, target: str | None) -> int:
+        """Index of the ``target`` form field (None: the first); ``UploadError(422)`` naming the targets."""
+        if target is None or target == "":
+            return 0
+        if target not in self.model.targets:
+            raise UploadError(422, f"target: unknown target {target!r}"[:200] + f"; this model predicts "
+                              f"{list(self.model.targets)}")
+        return self.model.targets.index(target)
+
+    def explain(self, data: bytes, name: str, top_k: int | None, target: int = 0) -> tuple[Explanation, Any]:
         image = decode_upload(data, name=name, max_megapixels=self.max_megapixels)
         k = self.top_k if top_k is None else top_k
         expl = siam.explain(
-            self.model, image, top_k=k, max_megapixels=self.max_megapixels, name=name, model_id=self.ident
+            self.model, image, top_k=k, max_megapixels=self.max_megapixels, name=name, model_id=self.ident,
+            target=target,
         )
         return expl, image
 
-    def explain_json(self, data: bytes, name: str, top_k: int | None) -> dict[str, Any]:
-        expl, image = self.explain(data, name, top_k)
-        return {**expl.to_json(), "overlays": _overlays(expl, image)}
+    def explain_json(self, data: bytes, name: str, top_k: int | None, target: int = 0) -> dict[str, Any]:
+        expl, image = self.explain(data, name, top_k, target)
+        record = expl.to_json()
+        if not expl.several_targets:
+            return {**record, "overlays": _overlays(expl, image)}
+        entries = []
+        for view, entry in zip(expl.per_target(), record["targets"]):
+            overlays = _overlays(view, image)  # (each target's own maps)
+            entries.append({**entry, "attributes": view.to_json()["attributes"], "overlays": overlays})
+        shown = entries[self.model.targets.index(expl.target)]
+        return {**record, "overlays": shown["overlays"], "targets": entries}
 
-    def intervene_json(self, data: bytes, name: str, edits: dict[str, Any], top_k: int | None) -> dict[str, Any]:
-        expl, _ = self.explain(data, name, None)
+    def intervene_json(self, data: bytes, name: str, edits: dict[str, Any], top_k: int | None,
+                       target: int = 0) -> dict[str, Any]:
+        expl, _ = self.explain(data, name, None, target)
         try:
             return expl.intervene(**edits, top_k=top_k).to_json()
         except ValueError as exc:
@@ -396,6 +452,7 @@ def create_app(
     # Field defaults, not Annotated[...]: annotations are strings here and cannot see locals.
     image_doc = f"the photo ({ALLOWED_LABEL}; at most {format_bytes(max_upload_bytes)})"
     top_k_doc = f"how many top positive / negative attributes to list (0..{k})"
+    target_doc = f"the target to show / edit, one of {list(model.targets)} (default: the first)"
 
     @app.get("/health", response_model=HealthOut, tags=["service"])
     async def health() -> dict[str, Any]:
@@ -414,6 +471,7 @@ def create_app(
         "limits": limits,
         "trained_on": {k: v for k, v in trained_on(model).items() if k in ("kind", "summary")},
         "note": synthetic_note(model),  # uploads have no known origin
+        "targets": service.targets,
     }
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])
@@ -425,10 +483,13 @@ def create_app(
     async def explain(
         image: UploadFile = File(description=image_doc),
         top_k: int | None = Form(None, ge=0, le=k, description=top_k_doc),
+        target: str | None = Form(None, description=target_doc),
     ) -> JSONResponse:
-        """Explain one photo: score, bias, per-attribute presence and contribution, top-k, overlays."""
+        """Explain one photo: score, bias, per-attribute presence and contribution, top-k, overlays
+        (every target of a model with several, under ``targets``)."""
+        t = service.target(target)
         data = await image.read()
-        out = await service.run(service.explain_json, data, safe_name(image.filename), top_k)
+        out = await service.run(service.explain_json, data, safe_name(image.filename), top_k, t)
         return JSONResponse(out)
 
     @app.post("/v1/intervene", response_model=InterveneOut, responses=_UPLOAD_ERRORS, tags=["explain"])
@@ -440,11 +501,13 @@ def create_app(
             None, description='JSON object name -> [x0, y0, x1, y1] in image pixels, e.g. {"trees": [0, 0, 64, 64]}'
         ),
         top_k: int | None = Form(None, ge=0, le=k, description="keep only the k largest |contributions| after the edits"),
+        target: str | None = Form(None, description=target_doc),
     ) -> JSONResponse:
         """The exact new score after removing, scaling or masking attribute contributions."""
         edits = _interventions(remove, scale, remove_region)
+        t = service.target(target)
         data = await image.read()
-        out = await service.run(service.intervene_json, data, safe_name(image.filename), edits, top_k)
+        out = await service.run(service.intervene_json, data, safe_name(image.filename), edits, top_k, t)
         return JSONResponse(out)
 
     static = resources.files("siam.serve") / "static"

@@ -9,7 +9,7 @@
   const RAISE = [27, 120, 55];
   const LOWER = [197, 27, 125];
   const NEUTRAL = [247, 247, 247];
-  const state = { model: null, file: null, expl: null, off: new Set(), scale: {}, seq: 0, timer: null };
+  const state = { model: null, file: null, expl: null, off: new Set(), scale: {}, seq: 0, timer: null, target: 0 };
 
   // --- messages ---------------------------------------------------------------------------------
   function showError(message) {
@@ -83,11 +83,37 @@
       `input ${m.preprocessing.crop}px \u00b7 siam ${m.version}${ckpt}`;
     $("limit").textContent = m.limits.max_upload;
     showNote(m.note);
+    setupTargets();
     renderGallery();
   }
 
+  // --- several targets (e.g. beauty and safety): a selector switches what is shown ---------------
+  function targetNames() {
+    const m = state.model;
+    return m && m.targets ? m.targets.map((t) => t.name) : [];
+  }
+
+  function setupTargets() {
+    const names = targetNames();
+    const select = $("target-select");
+    select.replaceChildren(...names.map((n, i) => el("option", { value: String(i), textContent: n })));
+    $("target-picker").hidden = names.length < 2;
+    state.target = 0;
+  }
+
+  // The explanation of the selected target: the response's own fields for one target, else its entry.
+  function view() {
+    const e = state.expl;
+    if (!e.targets) return e;
+    const name = targetNames()[state.target];
+    const entry = e.targets.find((t) => t.name === name) || e.targets[0];
+    return Object.assign({}, e, entry, { target: entry.name });
+  }
+
   function renderGallery() {
-    const { templates, attributes } = state.model;
+    const m = state.model;
+    const { attributes } = m;
+    const templates = m.targets && m.targets.length > 1 ? m.targets[state.target].templates : m.templates;
     const means = templates.map((t) => t.flat().reduce((a, b) => a + b, 0) / t.flat().length);
     const vmax = Math.max(1e-12, ...templates.map((t) => Math.max(...t.flat().map(Math.abs))));
     const order = attributes.map((_, i) => i).sort((a, b) => means[b] - means[a]);
@@ -143,7 +169,7 @@
   }
 
   function showOverlay(name) {
-    const e = state.expl;
+    const e = view();
     $("overlay").src = e.overlays[name];
     $("overlay-caption").textContent =
       name === "total"
@@ -155,11 +181,13 @@
   }
 
   function renderResult() {
-    const e = state.expl;
+    const e = view();
+    const what = e.targets ? e.target : "score";
     $("result").hidden = false;
+    $("score-label").textContent = what;
     $("score").textContent = e.score.toFixed(3);
     $("formula").textContent =
-      `score = bias ${e.bias.toFixed(3)} + \u03a3 contributions ${fmt(e.score - e.bias)}`;
+      `${what} = bias ${e.bias.toFixed(3)} + \u03a3 contributions ${fmt(e.score - e.bias)}`;
     const raise = new Set(e.top_positive.map((t) => t.name));
     const lower = new Set(e.top_negative.map((t) => t.name));
     const frame = (name) => (raise.has(name) ? "raise-frame" : lower.has(name) ? "lower-frame" : "");
@@ -222,7 +250,7 @@
   }
 
   function showNewScore(score, source) {
-    const e = state.expl;
+    const e = view();
     const delta = score - e.score;
     $("new-score").textContent = score.toFixed(3);
     $("new-score").dataset.source = source;
@@ -232,7 +260,7 @@
   }
 
   function edited() {
-    const e = state.expl;
+    const e = view();
     // Exact: g is linear, so the new score is bias + sum of the edited contributions.
     const local = e.bias + e.attributes.reduce((s, a) => s + factor(a.name) * a.contribution, 0);
     showNewScore(local, "local");
@@ -254,6 +282,8 @@
     form.append("image", state.file, state.file.name);
     form.append("remove", JSON.stringify([...state.off]));
     form.append("scale", JSON.stringify(state.scale));
+    const names = targetNames();
+    if (names.length > 1) form.append("target", names[state.target]);
     let resp;
     try {
       resp = await fetch("/v1/intervene", { method: "POST", body: form });
@@ -309,6 +339,12 @@
     window.addEventListener("dragover", (ev) => ev.preventDefault());
     window.addEventListener("drop", (ev) => ev.preventDefault());
     $("reset").addEventListener("click", resetEdits);
+    $("target-select").addEventListener("change", () => {
+      state.target = Number($("target-select").value);
+      state.seq += 1; // an answer for the previous target must not be shown for this one
+      renderGallery();
+      if (state.expl) renderResult();
+    });
     loadModel();
   }
 
