@@ -168,3 +168,35 @@ def test_cli_shows_every_target_or_the_one_asked_for(tmp_path, checkpoints, caps
     err = capsys.readouterr().err
     assert "--target" in err and "comfort" in err and "beauty" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_report_has_a_section_per_target(tmp_path, checkpoints, model2) -> None:
+    from siam.explain.batch import explain_many
+    from siam.explain.summary import attribute_ranking
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        make_image(50 + i, (90, 72)).save(d / f"p{i}.png")
+    out = tmp_path / "rep"
+    assert main(["report", "--checkpoint", str(checkpoints["siam2"]), "--images", str(d), "--out", str(out),
+                 "--panels", "2", "--faithfulness-images", "0"]) == 0
+    page = (out / "report.html").read_text()
+    data = json.loads((out / "report_data.json").read_text())
+    explained = explain_many(model2, sorted(str(p) for p in d.iterdir()))
+    assert [t["name"] for t in data["targets"]] == list(TARGETS)
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    for t, name in enumerate(TARGETS):
+        assert f"{name}: templates (Fig. 4)" in page and f"{name}: attribute ranking" in page
+        assert f"{name}: explanations" in page
+        assert {f"templates_{name}.png", f"ranking_{name}.png", f"panel_{name}_00.png"} <= figures
+        want = attribute_ranking(explained.for_target(t).contributions, model2.attributes)
+        assert data["targets"][t]["ranking"]["order"] == want["order"]
+        assert [r["mean"] for r in data["targets"][t]["ranking"]["attributes"]] == pytest.approx(
+            [r["mean"] for r in want["attributes"]])
+        with np.load(out / f"templates_{name}.npz") as z, torch.no_grad():
+            np.testing.assert_allclose(z["templates"], model2.effective_templates(t).numpy(), rtol=1e-6)
+        panel = data["targets"][t]["panels"][0]
+        assert panel["target"] == name  # the panel's record shows this target (and carries both)
+        assert panel["score"] == max(e.for_target(t).score for e in explained.explanations)
+    assert not np.allclose(explained.for_target(0).contributions, explained.for_target(1).contributions)

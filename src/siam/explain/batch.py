@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,10 @@ class ExplainedSet:
 
     def __len__(self) -> int:
         return len(self.explanations)
+
+    def for_target(self, target: int | str) -> ExplainedSet:
+        """The same images showing target ``target`` (:meth:`Explanation.for_target`)."""
+        return replace(self, explanations=[e.for_target(target) for e in self.explanations])
 
     @property
     def contributions(self) -> np.ndarray:

@@ -139,6 +139,69 @@ def _save_panels(out: Path, kind: str, panels: Sequence[ReportPanel]) -> list[di
     return records
 
 
+def _slug(name: str) -> str:
+    """A file-name-safe form of a target name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "target"
+
+
+def _templates_section(out: Path, put: Any, templates: Any, attributes: Sequence[str] | None, effect: Any,
+                       *, slug: str = "", target: str | None = None) -> list[str]:
+    """Fig. 4 (and ``templates{slug}.npz``) for one target; [] without templates."""
+    from siam.explain import figures as F
+
+    if templates is None:
+        return []
+    if attributes is None:
+        raise ValueError("templates need their attribute names (attributes=...)")
+    t = np.asarray(templates, dtype=np.float64)
+    np.savez_compressed(out / f"templates{slug}.npz", templates=t, attributes=np.asarray(list(attributes), dtype=str),
+                        **({} if effect is None else {"effect": np.asarray(effect)}))
+    png = put(f"templates{slug}", F.plot_templates(t, attributes, effect=effect))
+    head = "Templates (Fig. 4)" if target is None else f"{_esc(target)}: templates (Fig. 4)"
+    what = "the score" if target is None else f"{_esc(target)}"
+    return [f"<h2>{head}</h2>" + _figure(
+        png, "effective templates",
+        f"The effective template E<sub>i</sub> of each attribute: where on the image its presence raises "
+        f"(green) or lowers (magenta) {what}; one symmetric colour range, ordered by mean effect.")]
+
+
+def _ranking_section(put: Any, data: dict[str, Any], ranking: Mapping[str, Any] | None, missing: list[str],
+                     *, slug: str = "", target: str | None = None) -> list[str]:
+    from siam.explain import figures as F
+
+    if ranking is None:
+        if "no attribute ranking (it needs images: --images or --data)" not in missing:
+            missing.append("no attribute ranking (it needs images: --images or --data)")
+        return []
+    data["ranking"] = ranking
+    png = put(f"ranking{slug}", F.plot_ranking(dict(ranking)))
+    head = "Attribute ranking" if target is None else f"{_esc(target)}: attribute ranking"
+    return [f"<h2>{head}</h2>" + _figure(
+        png, "attribute ranking",
+        f"Mean |contribution| over {ranking.get('n_images', '?')} images; bar colour: the sign of the "
+        "mean effect, dot: the signed mean.")]
+
+
+def _panels_section(out: Path, put: Any, data: dict[str, Any], panels: Sequence[ReportPanel], *, slug: str = "",
+                    target: str | None = None) -> list[str]:
+    from siam.explain import figures as F
+
+    if not panels:
+        return []
+    data["panels"] = _save_panels(out, f"panel{slug}", panels)
+    parts = []
+    for i, p in enumerate(panels):
+        png = put(f"panel{slug}_{i:02d}", F.plot_explanation(p.explanation, p.image, baseline=p.baseline))
+        label = "" if p.label is None else f" &mdash; true score {p.label:.2f}"
+        parts.append(_figure(png, f"explanation {i}", _esc(p.caption) + label))
+    head = "Explanations" if target is None else f"{_esc(target)}: explanations"
+    raises = "raises the score" if target is None else f"raises {_esc(target)}"
+    lowers = "lowers the score" if target is None else f"lowers {_esc(target)}"
+    return [f"<h2>{head}</h2><p class='legend'>Frames: <span style='background:#1b7837'>{raises}"
+            f"</span> <span style='background:#c51b7d'>{lowers}</span>, width proportional to "
+            "|contribution|.</p>" + "".join(parts)]
+
+
 def write_html_report(
     out_dir: str | os.PathLike[str],
     *,
@@ -155,6 +218,7 @@ def write_html_report(
     faithfulness: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
     figures_only: bool = False,
+    target_sections: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write the report; every argument is optional and a missing piece is said in the page.
 
@@ -169,6 +233,10 @@ def write_html_report(
             results for images where SIAM and the baseline disagree most (Sec. 4.3).
         faithfulness: :func:`~siam.explain.faithfulness.faithfulness`.
         figures_only: write the figures and data but not ``report.html`` (``siam figures``).
+        target_sections: a model with several targets: one ``{name, templates, template_effect,
+            ranking, panels}`` per target instead of ``templates``/``template_effect``/``ranking``/
+            ``panels``; each target gets its own sections and files (``*_<target>.png``,
+            ``templates_<target>.npz``, ``report_data.json["targets"]``).
 
     Returns the path of ``report.html`` (or of the folder with ``figures_only``).
     """
@@ -179,7 +247,8 @@ def write_html_report(
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     # Caveats of the explanations themselves (e.g. a synthetic-trained model on photographs), once each.
-    warnings = list(dict.fromkeys(p.explanation.note for p in (*panels, *disagreement) if p.explanation.note))
+    every_panel = [*panels, *disagreement, *(p for ts in target_sections for p in ts.get("panels", ()))]
+    warnings = list(dict.fromkeys(p.explanation.note for p in every_panel if p.explanation.note))
     data: dict[str, Any] = {"title": title, "model": model, "metrics": metrics, "notes": list(notes),
                             "warnings": warnings}
     sections: list[str] = []
@@ -195,47 +264,37 @@ def write_html_report(
     else:
         missing.append("no metrics were given (the checkpoint records none and no labelled data was used)")
 
-    if templates is not None:
-        if attributes is None:
-            raise ValueError("templates need their attribute names (attributes=...)")
-        t = np.asarray(templates, dtype=np.float64)
-        np.savez_compressed(out / "templates.npz", templates=t, attributes=np.asarray(list(attributes), dtype=str),
-                            **({} if template_effect is None else {"effect": np.asarray(template_effect)}))
-        png = put("templates", F.plot_templates(t, attributes, effect=template_effect))
-        sections.append("<h2>Templates (Fig. 4)</h2>" + _figure(
-            png, "effective templates",
-            "The effective template E<sub>i</sub> of each attribute: where on the image its presence raises "
-            "(green) or lowers (magenta) the score; one symmetric colour range, ordered by mean effect."))
-
-    if ranking is not None:
-        data["ranking"] = ranking
-        png = put("ranking", F.plot_ranking(dict(ranking)))
-        sections.append("<h2>Attribute ranking</h2>" + _figure(
-            png, "attribute ranking",
-            f"Mean |contribution| over {ranking.get('n_images', '?')} images; bar colour: the sign of the "
-            "mean effect, dot: the signed mean."))
-    else:
-        missing.append("no attribute ranking (it needs images: --images or --data)")
-
+    cooc: list[str] = []
     if cooccurrence is not None:
-        data["cooccurrence"] = cooccurrence
         png = put("cooccurrence", F.plot_cooccurrence(dict(cooccurrence)))
-        sections.append("<h2>Attributes and scenicness (Fig. 3)</h2>" + _figure(
-            png, "co-occurrence", "Mean attribute presence in each scenicness bracket (n = images per bracket)."))
+        what = "the labelled score" if target_sections else "scenicness"
+        cooc.append(f"<h2>Attributes and {what} (Fig. 3)</h2>" + _figure(
+            png, "co-occurrence", f"Mean attribute presence in each {what} bracket (n = images per bracket)."))
     else:
         missing.append("no co-occurrence plot (it needs labelled data: --data)")
-
-    if panels:
-        data["panels"] = _save_panels(out, "panel", panels)
-        parts = []
-        for i, p in enumerate(panels):
-            png = put(f"panel_{i:02d}", F.plot_explanation(p.explanation, p.image, baseline=p.baseline))
-            label = "" if p.label is None else f" &mdash; true score {p.label:.2f}"
-            parts.append(_figure(png, f"explanation {i}", _esc(p.caption) + label))
-        sections.append(
-            "<h2>Explanations</h2><p class='legend'>Frames: <span style='background:#1b7837'>raises the score"
-            "</span> <span style='background:#c51b7d'>lowers the score</span>, width proportional to "
-            "|contribution|.</p>" + "".join(parts))
+    if target_sections:
+        if templates is not None or ranking is not None or panels:
+            raise ValueError("give the templates, ranking and panels either once (one target) or per target "
+                             "(target_sections), not both")
+        data["targets"] = []
+        for ts in target_sections:
+            name = str(ts["name"])
+            slug = "_" + _slug(name)
+            data["targets"].append({"name": name})
+            sections.extend(_templates_section(out, put, ts.get("templates"), attributes, ts.get("template_effect"),
+                                               slug=slug, target=name))
+            sections.extend(_ranking_section(put, data["targets"][-1], ts.get("ranking"), missing, slug=slug,
+                                             target=name))
+            sections.extend(_panels_section(out, put, data["targets"][-1], ts.get("panels", ()), slug=slug,
+                                            target=name))
+        sections.extend(cooc)
+    else:
+        sections.extend(_templates_section(out, put, templates, attributes, template_effect))
+        sections.extend(_ranking_section(put, data, ranking, missing))
+        sections.extend(cooc)
+        sections.extend(_panels_section(out, put, data, panels))
+    if cooccurrence is not None:
+        data["cooccurrence"] = cooccurrence
 
     if disagreement:
         data["disagreement"] = _save_panels(out, "disagreement", disagreement)
@@ -328,6 +387,40 @@ def _open(expl: Explanation, max_megapixels: float) -> Image.Image | None:
         return None
 
 
+def _panel(explained: ExplainedSet, i: int, caption: str, max_megapixels: float) -> ReportPanel:
+    e = explained.explanations[i]
+    return ReportPanel(
+        explanation=e, image=_open(e, max_megapixels),
+        baseline=None if explained.baselines is None else explained.baselines[i],
+        label=None if explained.labels is None else float(explained.labels[i]), caption=caption)
+
+
+def _target_pieces(explained: ExplainedSet, n_panels: int, max_megapixels: float, *,
+                   target: str | None) -> dict[str, Any]:
+    """The template effect, ranking and panels of the target ``explained`` shows. Panels: the
+    largest |SIAM - label| errors when labelled (one target), else the highest and lowest scores."""
+    from siam.explain.summary import attribute_ranking, largest_errors
+
+    c = explained.contributions  # (N, K)
+    out: dict[str, Any] = {"template_effect": c.mean(0), "ranking": attribute_ranking(c, explained.attributes)}
+    scores, n = explained.scores, len(explained)
+    what = "SIAM" if target is None else f"SIAM {target}"
+
+    def name(i: int) -> str:
+        return os.path.basename(str(explained.explanations[i].image))
+
+    if explained.labels is not None and target is None:
+        idx = largest_errors(scores, explained.labels, min(n_panels, n))
+        out["panels"] = [_panel(explained, i, f"{name(i)}: {what} {scores[i]:.2f}, error "
+                                f"{scores[i] - explained.labels[i]:+.2f}", max_megapixels) for i in idx]
+    else:
+        order = np.argsort(-scores, kind="stable")
+        half = max(1, n_panels // 2)
+        idx = list(dict.fromkeys([*order[:half].tolist(), *order[::-1][: n_panels - half].tolist()]))[:n_panels]
+        out["panels"] = [_panel(explained, i, f"{name(i)}: {what} {scores[i]:.2f}", max_megapixels) for i in idx]
+    return out
+
+
 def model_report_inputs(
     model: SIAM,
     explained: ExplainedSet | None = None,
@@ -342,47 +435,39 @@ def model_report_inputs(
 
     Panels: the largest |SIAM - label| errors when ``explained.labels`` is set, else the highest and
     lowest scores. Disagreement: the largest |SIAM - baseline| (needs baselines). Faithfulness: on
-    the first ``faithfulness_images`` explained images (0 to skip).
+    the first ``faithfulness_images`` explained images (0 to skip). A model with several targets
+    gets ``target_sections`` (templates, ranking and panels, highest and lowest, per target);
+    labels, disagreement and faithfulness are about its first target.
     """
     import torch
 
     from siam.data.transforms import eval_transform
     from siam.explain.faithfulness import faithfulness
-    from siam.explain.summary import attribute_ranking, cooccurrence, largest_errors, most_disagreeing
+    from siam.explain.summary import cooccurrence, most_disagreeing
 
+    several = len(model.targets) > 1
     with torch.no_grad():
-        templates = model.effective_templates().detach().cpu().numpy()  # (K, m, m)
-    kw: dict[str, Any] = {"attributes": list(model.attributes), "templates": templates}
+        templates = [model.effective_templates(t).cpu().numpy() for t in range(len(model.targets))]  # T x (K, m, m)
+    kw: dict[str, Any] = {"attributes": list(model.attributes)}
+    per_target: list[dict[str, Any]] = [{"name": name, "templates": templates[t]} for t, name in enumerate(model.targets)]
+    if explained is not None and len(explained) > 0:
+        for t, section in enumerate(per_target):
+            section.update(_target_pieces(explained.for_target(t), n_panels, max_megapixels,
+                                          target=model.targets[t] if several else None))
+        if explained.labels is not None:
+            kw["cooccurrence"] = cooccurrence(explained.presence, explained.labels, model.attributes)
+    if several:
+        kw["target_sections"] = per_target
+    else:
+        kw.update({k: v for k, v in per_target[0].items() if k != "name"})
     if explained is None or len(explained) == 0:
         return kw
-    c = explained.contributions  # (N, K)
-    kw["template_effect"] = c.mean(0)
-    kw["ranking"] = attribute_ranking(c, model.attributes)
     n = len(explained)
-
-    def panel(i: int, caption: str) -> ReportPanel:
-        e = explained.explanations[i]
-        return ReportPanel(
-            explanation=e, image=_open(e, max_megapixels),
-            baseline=None if explained.baselines is None else explained.baselines[i],
-            label=None if explained.labels is None else float(explained.labels[i]), caption=caption)
-
     scores = explained.scores
-    if explained.labels is not None:
-        kw["cooccurrence"] = cooccurrence(explained.presence, explained.labels, model.attributes)
-        idx = largest_errors(scores, explained.labels, min(n_panels, n))
-        kw["panels"] = [panel(i, f"{os.path.basename(str(explained.explanations[i].image))}: SIAM "
-                                 f"{scores[i]:.2f}, error {scores[i] - explained.labels[i]:+.2f}") for i in idx]
-    else:
-        order = np.argsort(-scores, kind="stable")
-        half = max(1, n_panels // 2)
-        idx = list(dict.fromkeys([*order[:half].tolist(), *order[::-1][: n_panels - half].tolist()]))[:n_panels]
-        kw["panels"] = [panel(i, f"{os.path.basename(str(explained.explanations[i].image))}: SIAM "
-                                 f"{scores[i]:.2f}") for i in idx]
     base_scores = explained.baseline_scores
     if base_scores is not None:
         idx = most_disagreeing(scores, base_scores, min(n_panels, n))
-        kw["disagreement"] = [panel(i, "") for i in idx]
+        kw["disagreement"] = [_panel(explained, i, "", max_megapixels) for i in idx]
     if faithfulness_images > 0:
         tf = eval_transform(model.preprocessing)
         xs = []
