@@ -152,6 +152,8 @@ def test_cli_shows_every_target_or_the_one_asked_for(tmp_path, checkpoints, caps
         assert entry["intervention"]["target"] == t
         assert entry["intervention"]["score"] == pytest.approx(v.score - v.contributions[v.index("trees")], abs=1e-5)
     assert rec["intervention"] == rec["targets"][0]["intervention"] and not (out / "a.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"][0]["scores"] == dict(zip(TARGETS, ref.all_scores.tolist()))
     stdout = capsys.readouterr().out
     assert "intervention: beauty" in stdout and "intervention: safety" in stdout
     with np.load(rec["maps"], allow_pickle=False) as z:

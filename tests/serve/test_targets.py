@@ -13,7 +13,7 @@ import torch
 import siam
 from siam.explain.explanation import model_identity
 
-from .conftest import ATTRIBUTES, BIASES, TARGETS
+from .conftest import BIASES, TARGETS
 
 
 def _post(client, path: str, data: bytes, name: str = "meadow.jpg", **fields):

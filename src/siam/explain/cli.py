@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from siam.data.images import load_image
 from siam.explain._cli_common import add_model_arguments, expand_inputs, load_models, unique_stems
-from siam.explain.explanation import error_record, explain, explain_baseline
+from siam.explain.explanation import error_record, explain, explain_baseline, target_slug
 from siam.models.baseline import Baseline
 from siam.models.siam import SIAM, target_index
 
@@ -157,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
             for line in _describe_record(record):
                 bar.write(line, file=sys.stdout)
         json_path.write_text(json.dumps(record, indent=2) + "\n")
-        summary.append({"image": path, "json": json_path.name, "score": record["score"], "error": record["error"]})
+        item = {"image": path, "json": json_path.name, "score": record["score"], "error": record["error"]}
+        if "targets" in record:  # several targets: every target's score too
+            item["scores"] = {t["name"]: t["score"] for t in record["targets"]}
+        summary.append(item)
     (out / "summary.json").write_text(json.dumps({"n_inputs": len(items), "n_failed": failed, "items": summary},
                                                  indent=2) + "\n")
     print(f"siam explain: explained {len(items) - failed} of {len(items)} input(s) into {out}"
@@ -180,8 +182,7 @@ def _describe_record(record: dict[str, Any]) -> list[str]:
 
 def _figure_path(png_path: Path, target: str) -> Path:
     """``NAME.target-<target>.png``: one figure per target of a model with several targets."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip(".") or "target"
-    return png_path.with_name(f"{png_path.stem}.target-{slug}.png")
+    return png_path.with_name(f"{png_path.stem}.target-{target_slug(target)}.png")
 
 
 def _explain_one(

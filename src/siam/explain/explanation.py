@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +71,11 @@ TARGET_JSON_KEYS: tuple[str, ...] = ("target", "targets")
 
 Box = tuple[float, float, float, float]
 ImageInput = Image.Image | str | os.PathLike | bytes | torch.Tensor
+
+
+def target_slug(name: str) -> str:
+    """A file-name-safe form of a target name (figure and data files of several targets)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "target"
 
 
 # --- geometry -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from PIL import Image
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS
 from siam.explain._collect import add_common_arguments, collect, labelled_metrics
 from siam.explain.batch import ExplainedSet
-from siam.explain.explanation import BaselineResult, Explanation
+from siam.explain.explanation import BaselineResult, Explanation, target_slug
 from siam.models.baseline import Baseline
 from siam.models.siam import SIAM
 
@@ -137,11 +137,6 @@ def _save_panels(out: Path, kind: str, panels: Sequence[ReportPanel]) -> list[di
         rec["maps"] = str(npz.relative_to(out))
         records.append(rec)
     return records
-
-
-def _slug(name: str) -> str:
-    """A file-name-safe form of a target name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "target"
 
 
 def _templates_section(out: Path, put: Any, templates: Any, attributes: Sequence[str] | None, effect: Any,
@@ -279,7 +274,7 @@ def write_html_report(
         data["targets"] = []
         for ts in target_sections:
             name = str(ts["name"])
-            slug = "_" + _slug(name)
+            slug = "_" + target_slug(name)
             data["targets"].append({"name": name})
             sections.extend(_templates_section(out, put, ts.get("templates"), attributes, ts.get("template_effect"),
                                                slug=slug, target=name))
