@@ -254,3 +254,10 @@ def synthetic_live_server(synthetic_checkpoint: Path, tmp_path: Path):
     """``siam serve`` with a model trained on synthetic scenes."""
     with _serve(synthetic_checkpoint, tmp_path / "imports.txt") as server:
         yield server
+
+
+@pytest.fixture()
+def two_target_live_server(two_target_checkpoint: Path, tmp_path: Path):
+    """``siam serve`` with a two-target model (``TARGETS``)."""
+    with _serve(two_target_checkpoint, tmp_path / "imports.txt") as server:
+        yield server

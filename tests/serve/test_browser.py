@@ -70,6 +70,7 @@ def test_browser_upload_explain_intervene_and_error(live_server, chromium_path, 
             page.goto(f"{base}/")
             expect(page.locator("#gallery canvas")).to_have_count(6)  # template gallery from /v1/model
             expect(page.locator("#model-info")).to_contain_text("6 attributes")
+            expect(page.locator("#target-picker")).to_be_hidden()  # one target: no selector
 
             # 1. upload a real photo: a score, an overlay, framed top attributes
             page.set_input_files("#file-input", str(photo_path))
@@ -203,3 +204,40 @@ def test_page_says_when_the_model_was_trained_on_synthetic_scenes(
             expect(page.locator("#trained-on-note")).to_be_hidden()
         finally:
             browser.close()
+
+
+def test_target_selector_switches_the_shown_target(two_target_live_server, chromium_path, photo_path):
+    """A two-target model: the page offers both targets; switching shows the other target's score,
+    equal to what the API computes for it, and a one-target page hides the selector."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from .conftest import TARGETS
+
+    base = two_target_live_server.url
+    status, api = post_multipart(f"{base}/v1/explain", photo_path.read_bytes())
+    assert status == 200, api
+    want = {t["name"]: t["score"] for t in api["targets"]}
+    assert set(want) == set(TARGETS) and abs(want[TARGETS[0]] - want[TARGETS[1]]) > 1e-3
+    problems: list[str] = []
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.goto(f"{base}/")
+            select = page.locator("#target-select")
+            expect(page.locator("#target-picker")).to_be_visible()
+            expect(select.locator("option")).to_have_count(len(TARGETS))
+            page.set_input_files("#file-input", str(photo_path))
+            expect(page.locator("#score")).to_have_text(SCORE_RE)
+            assert float(page.locator("#score").inner_text()) == pytest.approx(want[TARGETS[0]], abs=1e-3)
+            select.select_option(label=TARGETS[1])
+            expect(page.locator("#score")).not_to_have_text(f"{want[TARGETS[0]]:.3f}")
+            assert float(page.locator("#score").inner_text()) == pytest.approx(want[TARGETS[1]], abs=1e-3)
+            select.select_option(label=TARGETS[0])
+            expect(page.locator("#score")).to_have_text(f"{want[TARGETS[0]]:.3f}")
+        finally:
+            browser.close()
+    assert not problems, problems
