@@ -227,3 +227,27 @@ def test_evaluate_draws_the_split_the_model_was_trained_with(tmp_path: Path) -> 
     assert main(["evaluate", "--model", str(m), "--data", str(csv_dir), "--out", str(tmp_path / "ev0"),
                  "--split-seed", "0"]) == 0
     assert (tmp_path / "ev0" / "splits.csv").read_text() != trained
+
+
+def test_baseline_trains_two_targets_and_logs_validation_rmse_per_target(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "data", n_sun=4, n_son=40)
+    csv_dir = tmp_path / "csv"
+    convert_to_csv(data, csv_dir, derived_target="reversed")
+    cfg = tiny_config(tmp_path / "run", "baseline", data={"root": str(csv_dir), "batch_size": 8},
+                      trainer={"max_epochs": 2, "val_every_n_epochs": 1})
+    res = fit(cfg)
+    assert res.model.targets == ("scenicness", "scenicness_reversed")
+    m = res.metrics
+    assert m["val/son_rmse"] == m["val/son_rmse_scenicness"] and m["val/son_rmse_scenicness_reversed"] > 0
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", f"m={res.model_path}", "--data", str(csv_dir), "--out", str(out)]) == 0
+    per = _report(out)["per_target"]
+    assert set(per) == {"scenicness", "scenicness_reversed"} and per["scenicness"]["son_n"] == 6
+    # The validation RMSE of each target is that of the model's own predictions on the val rows.
+    model = siam.load_checkpoint(res.model_path).eval()
+    val = main(["evaluate", "--model", f"m={res.model_path}", "--data", str(csv_dir), "--split", "val",
+                "--out", str(tmp_path / "val")])
+    assert val == 0
+    per_val = _report(tmp_path / "val")["per_target"]
+    for name in model.targets:
+        assert per_val[name]["son_rmse"] == pytest.approx(m[f"val/son_rmse_{name}"], abs=1e-5), name
