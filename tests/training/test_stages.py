@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import lightning as L
@@ -186,3 +188,23 @@ def test_cosine_schedule_anneals_per_step_to_zero(tmp_path: Path) -> None:
     watch2 = _LrWatch()
     fit(step, datamodule=_dm("sun"), attributes=NAMES, callbacks=[watch2])
     assert watch2.lrs == pytest.approx([0.01] * 3 + [0.005] * 3)
+
+
+def test_check_targets_lets_a_trained_g_continue_on_its_own_targets_only(tmp_path) -> None:
+    from siam.checkpoint import save_checkpoint
+    from siam.errors import ConfigError
+    from siam.models.siam import build_model
+    from siam.training.engine import _check_resume_targets, check_targets
+
+    assert check_targets(("a", "b"), ("a", "b"), stage="son-head", where="x") is False
+    assert check_targets(("a",), ("b", "c"), stage="sun", where="x") is True  # g never trained
+    assert check_targets(("score",), ("beauty",), stage="joint", where="x") is True  # one unnamed target
+    for trained, data in ((("a", "b"), ("b", "a")), (("a", "b"), ("a",)), (("score",), ("a", "b"))):
+        with pytest.raises(ConfigError, match=rf"x was trained on the targets {re.escape(repr(list(trained)))}.*"
+                                              rf"this data has the targets {re.escape(repr(list(data)))}"):
+            check_targets(trained, data, stage="son-head", where="x")
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(build_model(backbone="tiny", attributes=list(NAMES), grid=4, border=0, targets=("a", "b")), path)
+    _check_resume_targets(str(path), ("a", "b"))
+    with pytest.raises(ConfigError, match=r"trains the targets \['a', 'b'\], but this data has the targets \['a'\]"):
+        _check_resume_targets(str(path), ("a",))
