@@ -14,7 +14,9 @@ stage       trains                         loss
 A training batch is a dict ``{"sun": Batch, "son": Batch}`` (either key may be absent), one batch
 of each dataset per step; each loss only sees rows of its own dataset (the Batch masks). With T
 targets the batches' ``scores`` (B, T) columns are the model's targets in order; L_SoN is the mean
-over targets of each target's MSE on its rows with a value, and validation logs ``val/son_rmse``
+over targets of each target's MSE on its rows with a value (the template penalties, sums over the
+targets' templates, are divided by T alike, so each target's g sees the one-target objective / T,
+which Adam's step depends on only through its eps), and validation logs ``val/son_rmse``
 (target 0) and, with T > 1, ``val/son_rmse_<target>`` for each.
 The templates are projected onto >= 0 after *every* optimiser step, a non-finite loss or weight
 stops training with an error naming the step (nothing is saved), and every Lightning checkpoint
@@ -155,7 +157,8 @@ class SiamModule(L.LightningModule):
             )
             son_total = terms["son"]
             if o.template_smoothness > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
-                terms["template_roughness"] = self.model.template_roughness()
+                # per target, averaged like L_SoN: each target's g sees the one-target objective / T
+                terms["template_roughness"] = self.model.template_roughness() / len(self.model.targets)
                 son_total = son_total + o.template_smoothness * terms["template_roughness"]
             weight: float | torch.Tensor = o.son_weight if self.stage == "joint" else 1.0
             if self.stage == "joint" and o.son_weight_mode == "adaptive" and "sun" in terms:
@@ -169,7 +172,7 @@ class SiamModule(L.LightningModule):
             )
         if o.template_l1 > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
             if o.template_l1_mode == "fixed":
-                terms["template_l1"] = self.model.template_l1()
+                terms["template_l1"] = self.model.template_l1() / len(self.model.targets)  # mean over targets
                 total = total + o.template_l1 * terms["template_l1"]
             else:  # the authors': mean |T| rescaled to the main loss in value
                 terms["template_l1"] = self.model.template_head.templates.abs().mean()
