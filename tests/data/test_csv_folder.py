@@ -20,6 +20,7 @@ from siam.data.csv_folder import (
     read_targets_csv,
     resolve_splits,
 )
+from siam.data.samples import collate
 from siam.data.scenic_or_not import SON_SPLIT_SIZES, ScenicOrNot
 from siam.data.splits import scaled_sizes
 from siam.data.sun_attributes import SUN_SPLIT_SIZES, SunAttributes
@@ -93,8 +94,8 @@ def test_every_cell_error_names_file_line_and_column(tmp_path: Path, case: str) 
 HEADER_ERRORS = {
     # (file, new content, line, column, message); the column is the one at fault in the header.
     "missing path column": ("targets.csv", "file,beauty\nimg/1.png,3\n", 1, "path", "no 'path' column"),
-    "several targets": ("targets.csv", "path,beauty,calm\nimg/1.png,3,4\n", 1, "calm",
-                        "2 target columns ['beauty', 'calm']: several targets are not supported yet"),
+    "variance of an unknown target": ("targets.csv", "path,beauty,calm,quiet_variance\nimg/1.png,3,4,1\n", 1,
+                                      "quiet_variance", "the targets are ['beauty', 'calm']"),
     "variance without its target": ("targets.csv", "path,beauty,noise_variance\nimg/1.png,3,1\n", 1,
                                     "noise_variance", "without its target"),
     "repeated column": ("attributes.csv", "path,red,red\nimg/0.png,0,1\n", 1, "red", "repeated"),
@@ -117,6 +118,66 @@ def test_header_and_row_errors_name_file_line_and_column(tmp_path: Path, case: s
     assert f"{file}, line {line}" in str(e) and why in str(e)
     if column is not None:
         assert f"column {column!r}" in str(e)
+
+
+def _two_targets(root: Path) -> Path:
+    """_folder with a second target 'calm' (no variance column) in targets.csv."""
+    _folder(root)
+    rows = list(csv.reader(open(root / "targets.csv", newline="")))
+    _write(root / "targets.csv", [rows[0] + ["calm"]] + [r + [str(10 - i)] for i, r in enumerate(rows[1:])])
+    return root
+
+
+# Cells of a two-target file (beauty, beauty_variance, calm): each error names its place.
+TWO_TARGET_ERRORS = {
+    "non-numeric value in the 2nd target": ({(3, "calm"): "quiet"}, 3, "calm", "'quiet' is not a number"),
+    "no value for any target": ({(4, "beauty"): "", (4, "beauty_variance"): "", (4, "calm"): " "}, 4, "beauty",
+                                "no target value: every target cell of this row is empty"),
+    "variance without its value": ({(2, "beauty"): ""}, 2, "beauty_variance", "a variance without a value"),
+    "value without its variance": ({(5, "beauty_variance"): ""}, 5, "beauty_variance", "not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TWO_TARGET_ERRORS))
+def test_two_target_cell_errors_name_file_line_and_column(tmp_path: Path, case: str) -> None:
+    edits, line, column, why = TWO_TARGET_ERRORS[case]
+    root = _two_targets(tmp_path / "d")
+    for (at, col), value in edits.items():
+        _edit(root / "targets.csv", at, col, value)
+    with pytest.raises(CsvFormatError) as err:
+        CsvDataset(root, "all")
+    e = err.value
+    assert (Path(e.file).name, e.line, e.column) == ("targets.csv", line, column)
+    assert f"targets.csv, line {line}, column {column!r}" in str(e) and why in str(e)
+
+
+def test_several_targets_are_read_with_their_variances_and_empty_cells(tmp_path: Path) -> None:
+    root = _two_targets(tmp_path / "d")
+    _edit(root / "targets.csv", 3, "beauty", "")  # img/2.png: calm only
+    _edit(root / "targets.csv", 3, "beauty_variance", "")
+    _edit(root / "targets.csv", 5, "calm", "")  # img/4.png: beauty only
+    table = read_targets_csv(root / "targets.csv")
+    assert table.names == ("beauty", "calm") and table.name == "beauty" and table.has_variance == (True, False)
+    assert table.values.shape == (5, 2) and np.isnan(table.values[1, 0]) and np.isnan(table.values[3, 1])
+    assert table.values[0].tolist() == [3.0, 10.0] and table.values[4].tolist() == [7.0, 6.0]
+    assert np.isnan(table.variances[:, 1]).all() and table.variances[0, 0] == 0.5
+    ds = CsvDataset(root, "all", rows="targets", with_variance=True)
+    assert ds.target_names == ("beauty", "calm") and ds.all_scores.shape == (5, 2)
+    by_id = {s.id: s for s in ds}
+    assert by_id["img/1.png"].scores == (3.0, 10.0) and by_id["img/1.png"].variances == (0.5, None)
+    assert by_id["img/2.png"].scores == (None, 9.0) and by_id["img/2.png"].score is None
+    assert by_id["img/2.png"].variances == (None, None)
+    assert by_id["img/4.png"].scores == (6.0, None) and by_id["img/4.png"].score == 6.0
+    batch = collate([by_id[f"img/{i}.png"] for i in (1, 2, 4)])
+    assert batch.scores.tolist() == [[3.0, 10.0], [0.0, 9.0], [6.0, 0.0]]
+    assert batch.scores_mask.tolist() == [[True, True], [False, True], [True, False]]
+    assert batch.score_mask.tolist() == [True, False, True] and batch.score.tolist() == [3.0, 0.0, 6.0]
+    assert batch.variances_mask.tolist() == [[True, False], [False, False], [True, False]]
+    # One target: an empty cell is still an error (a row without its only value).
+    with pytest.raises(CsvFormatError, match="line 3, column 'beauty'.*not a number"):
+        _edit(root / "targets.csv", 3, "calm", "")
+        _write(root / "targets.csv", [r[:4] for r in csv.reader(open(root / "targets.csv", newline=""))])
+        CsvDataset(root, "all")
 
 
 def test_missing_images_below_the_limit_are_reported_and_left_out(tmp_path: Path) -> None:
@@ -241,14 +302,15 @@ def test_converted_folder_gives_the_same_samples_as_the_sun_and_scenicornot_read
     assert total == {"sun": 20, "son": 23}
 
 
-def test_derived_target_is_written_and_refused_until_several_targets_land(tmp_path: Path) -> None:
+def test_derived_target_is_written_and_read_as_a_second_target(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "data", n_sun=4, n_son=6)
     res = convert_to_csv(data, tmp_path / "csv", copy=True, target="scenic", derived_target="reversed")
     assert res.copied == 10 and res.linked == 0
     rows = list(csv.DictReader(open(tmp_path / "csv" / "targets.csv")))
     assert list(rows[0]) == ["path", "split", "scenic", "scenic_variance", "scenic_reversed"]
     assert all(float(r["scenic"]) + float(r["scenic_reversed"]) == pytest.approx(11.0) for r in rows)
-    with pytest.raises(CsvFormatError, match=r"\['scenic', 'scenic_reversed'\]: several targets are not supported"):
-        CsvDataset(tmp_path / "csv", "train")
+    ds = CsvDataset(tmp_path / "csv", "all", rows="targets", with_variance=True)
+    assert ds.target_names == ("scenic", "scenic_reversed")
+    assert all(s.scores[0] + s.scores[1] == pytest.approx(11.0) and s.variances[1] is None for s in ds)
     with pytest.raises(ConfigError, match="outside --data"):
         convert_to_csv(data, data / "csv")

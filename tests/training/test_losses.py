@@ -112,3 +112,35 @@ def test_a_collapsed_attribute_recovers_only_with_the_straight_through_clamp() -
     assert train(sun_loss) > 0.1
     assert train(old) == pytest.approx(1e-7, rel=1e-3)
     assert train(sun_loss, start=-0.1) == train(old, start=-0.1) == 0.0
+
+
+def test_son_loss_of_one_target_as_b_by_1_equals_the_one_target_formula_and_its_gradients() -> None:
+    torch.manual_seed(0)
+    s = torch.randn(6, requires_grad=True)
+    v = torch.rand(6, requires_grad=True)
+    t, vt = torch.randn(6), torch.rand(6)
+    mask, vmask = torch.tensor([1, 1, 0, 1, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 1, 1, 1, 0], dtype=torch.bool)
+    old = ((s[mask] - t[mask]) ** 2).mean() + 0.3 * ((v[mask & vmask] - vt[mask & vmask]) ** 2).mean()
+    g_old = torch.autograd.grad(old, (s, v))
+    new = son_loss(s[:, None], t[:, None], mask[:, None], variance=v[:, None], variance_target=vt[:, None],
+                   variance_mask=vmask[:, None], variance_weight=0.3)
+    g_new = torch.autograd.grad(new, (s, v))
+    assert torch.equal(new, old) and all(torch.equal(a, b) for a, b in zip(g_old, g_new))
+    one = son_loss(s, t, mask, variance=v, variance_target=vt, variance_mask=vmask, variance_weight=0.3)
+    assert torch.equal(one, old)
+
+
+def test_son_loss_of_several_targets_is_the_mean_of_each_targets_mse_over_its_rows() -> None:
+    s = torch.tensor([[1.0, 0.0, 5.0], [2.0, 4.0, 5.0], [3.0, 1.0, 5.0]])
+    t = torch.tensor([[2.0, 9.0, 0.0], [2.0, 2.0, 0.0], [5.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, False, False], [True, True, False], [False, True, False]])
+    # target 0: rows 0, 1 -> (1 + 0) / 2; target 1: rows 1, 2 -> (4 + 1) / 2; target 2: no row, left out
+    assert float(son_loss(s, t, mask)) == (0.5 + 2.5) / 2
+    # A row's value of one target does not leak into another: changing a masked cell changes nothing.
+    t2 = t.clone()
+    t2[0, 1] = -100.0
+    assert float(son_loss(s, t2, mask)) == (0.5 + 2.5) / 2
+    empty = son_loss(s.requires_grad_(), t, torch.zeros_like(mask))
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+    with pytest.raises(ValueError, match=r"mask \(3,\) must have the score's shape \(3, 3\)"):
+        son_loss(s, t, mask[:, 0])

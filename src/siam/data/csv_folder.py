@@ -1,18 +1,20 @@
-"""A plain CSV folder: the user's own images, attributes and one target, writable with a spreadsheet.
+"""A plain CSV folder: the user's own images, attributes and targets, writable with a spreadsheet.
 
 Layout of ``root``::
 
     attributes.csv   path,split,<attribute 1>,...,<attribute K>   values in [0, 1] (fraction of annotators)
-    targets.csv      path,split,<target>[,<target>_variance]      floats (variance >= 0)
+    targets.csv      path,split,<target>[,<target>_variance]...   floats (variance >= 0)
     <images>         anywhere below root, named by ``path`` (relative to root, '/'-separated)
 
 Either file may be absent (not both); an image may appear in one file or both. ``split`` is
 optional (``train``, ``val`` or ``test``); the attribute names of attributes.csv define K.
-targets.csv holds one target column for now: a file with several raises a
-:class:`CsvFormatError` naming them (several targets are future work). Files are read with
+targets.csv holds one or more target columns (T, in header order; each may have its own
+``<target>_variance`` column). With several targets a cell may be left empty for a target an image
+lacks (its variance cell then empty too); a row needs at least one value. Files are read with
 Python's :mod:`csv` module (UTF-8, an optional BOM, blank lines ignored). Every error names the
 file, the line and the column (:class:`CsvFormatError`): an empty file, a missing ``path``
-column, a duplicate path, a value outside [0, 1], a non-numeric target, an unknown split name, an
+column, a duplicate path, a value outside [0, 1], a non-numeric target, a row without any target
+value, a variance without its target, an unknown split name, an
 image path outside ``root``; missing images follow :func:`siam.data.robust.check_missing_images`
 (reported, fatal above ``max_missing_fraction``), with the line of the first missing one.
 
@@ -30,8 +32,9 @@ when that file exists, so a run can be reproduced; the data folder itself is nev
 
 ``rows``: ``"attributes"`` (rows of attributes.csv: the SUN role), ``"targets"`` (rows of
 targets.csv: the ScenicOrNot role) or ``"any"``. Item ``i`` is a :class:`~siam.data.samples.Sample`
-with ``attributes`` (K,) float32 or None, ``score`` (the target) or None, ``variance`` (with
-``with_variance``) or None, ``id`` = the path as written, ``source="csv"``. Order: attributes.csv
+with ``attributes`` (K,) float32 or None, ``scores`` (one value or None per target; ``score`` is
+target 0's) or None, ``variances`` (with ``with_variance``; None for a target without a variance
+column) or None, ``id`` = the path as written, ``source="csv"``. Order: attributes.csv
 rows in file order, then targets-only rows in targets.csv order.
 """
 
@@ -78,6 +81,7 @@ __all__ = [
     "is_csv_folder",
     "data_layout",
     "csv_attribute_names",
+    "csv_target_names",
     "ATTRIBUTES_FILE",
     "TARGETS_FILE",
     "SPLITS_FILE",
@@ -198,16 +202,23 @@ class AttributeTable:
 
 @dataclass(frozen=True)
 class TargetTable:
-    """targets.csv: ``paths``/``lines``/``splits`` (N,); ``name``; ``values`` (N,) float64;
-    ``variances`` (N,) float64 or None without a ``<name>_variance`` column."""
+    """targets.csv: ``paths``/``lines``/``splits`` (N,); ``names`` (T,) the target columns in header
+    order; ``values`` (N, T) float64 (NaN: empty cell); ``variances`` (N, T) float64 (NaN: empty
+    cell or no ``<name>_variance`` column); ``has_variance`` (T,) which targets have that column."""
 
     file: Path
     paths: tuple[str, ...]
     lines: tuple[int, ...]
     splits: tuple[str | None, ...]
-    name: str
+    names: tuple[str, ...]
     values: np.ndarray
-    variances: np.ndarray | None
+    variances: np.ndarray
+    has_variance: tuple[bool, ...]
+
+    @property
+    def name(self) -> str:
+        """The first target's name."""
+        return self.names[0]
 
 
 def read_attributes_csv(path: str | os.PathLike[str], *, attributes: Sequence[str] | None = None) -> AttributeTable:
@@ -238,39 +249,55 @@ def read_attributes_csv(path: str | os.PathLike[str], *, attributes: Sequence[st
 
 
 def read_targets_csv(path: str | os.PathLike[str]) -> TargetTable:
-    """Parse targets.csv (format in the module docstring): exactly one target column for now."""
+    """Parse targets.csv (format in the module docstring): one or more target columns."""
     path = Path(path)
     table = _read_rows(path)
     paths, splits = _paths_and_splits(table, path)
     others = [h for h in table.header if h not in (PATH_COLUMN, SPLIT_COLUMN)]
-    targets = [h for h in others if not h.endswith(VARIANCE_SUFFIX)]
-    if not targets:
+    names = tuple(h for h in others if not h.endswith(VARIANCE_SUFFIX))
+    if not names:
         raise CsvFormatError(path, HEADER_LINE, None, f"no target column; expected "
-                             f"'{PATH_COLUMN},[{SPLIT_COLUMN},]<target>[,<target>{VARIANCE_SUFFIX}]'")
-    if len(targets) > 1:
-        raise CsvFormatError(path, HEADER_LINE, targets[1], f"{len(targets)} target columns {targets}: several "
-                             f"targets are not supported yet; keep one target column (and its "
-                             f"{VARIANCE_SUFFIX} column)")
-    name = targets[0]
+                             f"'{PATH_COLUMN},[{SPLIT_COLUMN},]<target>[,<target>{VARIANCE_SUFFIX}]...'")
     for h in others:
-        if h.endswith(VARIANCE_SUFFIX) and h != name + VARIANCE_SUFFIX:
-            raise CsvFormatError(path, HEADER_LINE, h, f"a variance column without its target; the target "
-                                 f"is {name!r}, so its variance column is {name + VARIANCE_SUFFIX!r}")
-    tj = table.header.index(name)
-    vname = name + VARIANCE_SUFFIX
-    vj = table.header.index(vname) if vname in table.header else None
-    values = np.array([_float(c[tj], path, line, name, "a number (the target)") for line, c in table.rows],
-                      dtype=np.float64)
-    variances = None
-    if vj is not None:
-        variances = np.zeros(len(paths), dtype=np.float64)
-        for i, (line, cells) in enumerate(table.rows):
-            v = _float(cells[vj], path, line, vname, "a number (the target's variance)")
+        if h.endswith(VARIANCE_SUFFIX) and h[: -len(VARIANCE_SUFFIX)] not in names:
+            raise CsvFormatError(path, HEADER_LINE, h, f"a variance column without its target; the targets are "
+                                 f"{list(names)}, so their variance columns are "
+                                 f"{[n + VARIANCE_SUFFIX for n in names]}")
+    tj = [table.header.index(n) for n in names]
+    vj = [table.header.index(n + VARIANCE_SUFFIX) if n + VARIANCE_SUFFIX in table.header else None for n in names]
+    values = np.full((len(paths), len(names)), np.nan, dtype=np.float64)
+    variances = np.full((len(paths), len(names)), np.nan, dtype=np.float64)
+    several = len(names) > 1
+    for i, (line, cells) in enumerate(table.rows):
+        for t, name in enumerate(names):
+            cell = cells[tj[t]]
+            empty = several and not cell.strip()  # one target: an empty cell is an error below
+            if not empty:
+                values[i, t] = _float(cell, path, line, name, "a number (the target)")
+            if vj[t] is None:
+                continue
+            vname, vcell = name + VARIANCE_SUFFIX, cells[vj[t]]  # type: ignore[index]
+            if empty:
+                if vcell.strip():
+                    raise CsvFormatError(path, line, vname, f"{vcell!r}: a variance without a value of its "
+                                         f"target {name!r} (leave both empty, or give the target)")
+                continue
+            v = _float(vcell, path, line, vname, "a number (the target's variance)")
             if v < 0:
-                raise CsvFormatError(path, line, vname, f"{cells[vj]!r} is negative; a variance is >= 0")
-            variances[i] = v
+                raise CsvFormatError(path, line, vname, f"{vcell!r} is negative; a variance is >= 0")
+            variances[i, t] = v
+        if several and np.isnan(values[i]).all():
+            raise CsvFormatError(path, line, names[0], f"no target value: every target cell of this row is empty "
+                                 f"({list(names)}); a row needs at least one (drop the row otherwise)")
     return TargetTable(file=path, paths=paths, lines=tuple(line for line, _ in table.rows), splits=splits,
-                       name=name, values=values, variances=variances)
+                       names=names, values=values, variances=variances,
+                       has_variance=tuple(j is not None for j in vj))
+
+
+def csv_target_names(root: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """The target names of ``root/targets.csv`` (header order); None without it."""
+    path = Path(root) / TARGETS_FILE
+    return read_targets_csv(path).names if path.is_file() else None
 
 
 # --- the folder ---------------------------------------------------------------------------------
@@ -378,9 +405,11 @@ def resolve_splits(
 class CsvDataset(ImageDataset):
     """Images of a CSV folder with their attributes and/or target; signature in the module docstring.
 
-    Attributes: ``attributes`` (names, K; () without attributes.csv), ``target`` (the target's
-    name or None), ``labels`` (n, K) float32 (NaN rows: no attributes), ``scores`` / ``variances``
-    (n,) float32 (NaN: no target), ``lines`` (the CSV line of each item), ``missing``.
+    Attributes: ``attributes`` (names, K; () without attributes.csv), ``target_names`` (T; ()
+    without targets.csv), ``target`` (the first target's name or None), ``labels`` (n, K) float32
+    (NaN rows: no attributes), ``all_scores`` / ``all_variances`` (n, T) float32 (NaN: no value),
+    ``scores`` / ``variances`` (n,) their target-0 columns, ``lines`` (the CSV line of each item),
+    ``missing``.
     """
 
     source = "csv"
@@ -416,12 +445,14 @@ class CsvDataset(ImageDataset):
         if need is not None and need[0] is None:
             role = "attribute labels (the SUN role)" if rows == "attributes" else "targets (the ScenicOrNot role)"
             raise DatasetError(f"{self.root}: {need[1].name} not found; the {role} are read from it")
-        if with_variance and targets is not None and targets.variances is None:
+        if with_variance and targets is not None and not any(targets.has_variance):
             raise CsvFormatError(tpath, HEADER_LINE, targets.name + VARIANCE_SUFFIX,
-                                 "the variance was asked for (model.predict_variance) but the column is absent")
+                                 "the variance was asked for (model.predict_variance) but the column is absent "
+                                 f"(no target of {list(targets.names)} has a {VARIANCE_SUFFIX} column)")
         self.with_variance = bool(with_variance)
         splits = resolve_splits(attrs, targets, seed=seed, splits_file=splits_file)
         self.attributes: tuple[str, ...] = attrs.names if attrs is not None else ()
+        self.target_names: tuple[str, ...] = targets.names if targets is not None else ()
         self.target: str | None = targets.name if targets is not None else None
         a_row = {p: i for i, p in enumerate(attrs.paths)} if attrs is not None else {}
         t_row = {p: i for i, p in enumerate(targets.paths)} if targets is not None else {}
@@ -445,27 +476,34 @@ class CsvDataset(ImageDataset):
         kept = [p for p, k in zip(chosen, keep) if k]
         k = len(self.attributes)
         labels = np.full((len(kept), k), np.nan, dtype=np.float32)
-        scores = np.full(len(kept), np.nan, dtype=np.float32)
-        variances = np.full(len(kept), np.nan, dtype=np.float32)
+        t = max(1, len(self.target_names))
+        scores = np.full((len(kept), t), np.nan, dtype=np.float32)
+        variances = np.full((len(kept), t), np.nan, dtype=np.float32)
         for i, p in enumerate(kept):
             if p in a_row:
                 labels[i] = attrs.labels[a_row[p]]  # type: ignore[union-attr]
             if p in t_row:
                 scores[i] = targets.values[t_row[p]]  # type: ignore[union-attr]
-                if targets.variances is not None:  # type: ignore[union-attr]
-                    variances[i] = targets.variances[t_row[p]]  # type: ignore[union-attr]
+                variances[i] = targets.variances[t_row[p]]  # type: ignore[union-attr]
         self.lines = [where[p][1] for p in kept]
         self.labels = torch.from_numpy(labels)  # (n, K)
-        self.scores = torch.from_numpy(scores)  # (n,)
-        self.variances = torch.from_numpy(variances)  # (n,)
+        self.all_scores = torch.from_numpy(scores)  # (n, T)
+        self.all_variances = torch.from_numpy(variances)  # (n, T)
+        self.scores = self.all_scores[:, 0]  # (n,)
+        self.variances = self.all_variances[:, 0]  # (n,)
         self._has_attr = [p in a_row for p in kept]
         self._has_score = [p in t_row for p in kept]
 
     def targets(self, index: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"attributes": self.labels[index] if self._has_attr[index] else None, "score": None,
-                               "variance": None}
+        out: dict[str, Any] = {"attributes": self.labels[index] if self._has_attr[index] else None, "scores": None,
+                               "variances": None}
         if self._has_score[index]:
-            out["score"] = float(self.scores[index])
+            out["scores"] = _present(self.all_scores[index])
             if self.with_variance:
-                out["variance"] = float(self.variances[index])
+                out["variances"] = _present(self.all_variances[index])
         return out
+
+
+def _present(row: torch.Tensor) -> tuple[float | None, ...]:
+    """(T,) with NaN for absent values -> one float or None per target."""
+    return tuple(None if math.isnan(v) else v for v in row.tolist())

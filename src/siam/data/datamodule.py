@@ -21,12 +21,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, data_layout
+from siam.data.csv_folder import SPLITS_FILE, csv_attribute_names, csv_target_names, data_layout
 from siam.data.samples import Sample, collate
 from siam.errors import DatasetError
 
 __all__ = ["SiamDataModule", "CachedImages", "EpochShuffle", "STAGE_DATASETS", "datamodule_from_config", "data_roots",
-           "csv_root", "CSV_ROWS"]
+           "csv_root", "CSV_ROWS", "SCORE_TARGET"]
+
+#: The name of the one target of the 'siam synth' / ScenicOrNot layout (the scenicness rating);
+#: a CSV folder names its targets in targets.csv.
+SCORE_TARGET = "score"
 
 # Which rows of a CSV folder play each dataset's role (siam.data.csv_folder.CsvDataset ``rows``).
 CSV_ROWS: dict[str, str] = {"sun": "attributes", "son": "targets"}
@@ -67,7 +71,7 @@ class CachedImages(Dataset):
         s = self.samples[index]
         return Sample(
             image=self.augment(s.image), id=s.id, source=s.source, attributes=s.attributes,
-            score=s.score, variance=s.variance,
+            scores=s.scores, variances=s.variances,
         )
 
 
@@ -96,6 +100,7 @@ class SiamDataModule(L.LightningDataModule):
     ``batch_sizes`` maps a dataset name to its per-step batch size. Training loaders shuffle and
     drop the last incomplete batch (BatchNorm needs > 1 row); validation loaders are sequential.
 
+    ``targets``: the names of the T targets the batches' ``scores`` columns hold (data order).
     ``seed``: the data order's seed (each training loader shuffles with an :class:`EpochShuffle`
     and seeds its workers from it and the dataset's name; None: ``torch.initial_seed()`` when the
     loaders are made, i.e. the run's seed after ``seed_everything``). ``balanced_sampling``: a
@@ -114,8 +119,10 @@ class SiamDataModule(L.LightningDataModule):
         mode: str = "max_size_cycle",
         seed: int | None = None,
         balanced_sampling: float | None = None,
+        targets: tuple[str, ...] = (SCORE_TARGET,),
     ) -> None:
         super().__init__()
+        self.targets = tuple(targets)
         if not train:
             raise ValueError("SiamDataModule needs at least one training dataset")
         missing = sorted(set(train) - set(batch_sizes))
@@ -314,7 +321,7 @@ def _mask_source(cfg: Any, ds: Any, names: Any) -> dict[str, Any]:
     return {"source": source, "keep": keep, "folder": folder, "with_masks": len(with_file if keep is None else keep)}
 
 
-def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | None, float | None]:
+def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | None, tuple[float, ...] | None]:
     """Build the stage's datasets from ``cfg`` (a TrainConfig).
 
     ``data.root`` may be a CSV folder (:mod:`siam.data.csv_folder`): its attributes.csv rows play
@@ -322,7 +329,9 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     ``split`` column is written to (and reused from) ``OUT/splits.csv``.
 
     Returns (datamodule, attribute names of the SUN labels (None: a CSV folder without
-    attributes.csv, baseline stage), mean SoN training score or None).
+    attributes.csv, baseline stage), the mean SoN training score of each target or None). The
+    datamodule's ``targets`` name the targets: targets.csv's columns for a CSV folder (even in a
+    stage that reads no target rows, so that stages chain), else ``("score",)``.
     Training sets are wrapped in :class:`~siam.data.robust.SkipBadImages` (bad images are logged
     to ``OUT/bad_images.jsonl`` and replaced, up to ``data.max_bad_fraction``). With mask
     supervision (:func:`uses_masks`) the SUN training set is decoded to uint8 and wrapped in
@@ -341,7 +350,9 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     out = Path(cfg.out)
     log = out / "bad_images.jsonl"
     csv_dir = csv_root(cfg)
+    targets: tuple[str, ...] = (SCORE_TARGET,)
     if csv_dir is not None:
+        targets = csv_target_names(csv_dir) or targets
         names = csv_attribute_names(csv_dir, cfg.attributes)
         if names is None and cfg.stage != "baseline":
             raise DatasetError(f"{csv_dir}: attributes.csv not found; stage {cfg.stage!r} trains a SIAM "
@@ -373,7 +384,8 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
             mask_state.update(_mask_source(cfg, ds, names))
         limit = d.limit_train if train else d.limit_val
         if kind == "son" and train:
-            scores["train"] = ds.scores[:limit]  # type: ignore[attr-defined]
+            values = getattr(ds, "all_scores", None)
+            scores["train"] = (values if values is not None else ds.scores[:, None])[:limit]  # type: ignore[attr-defined]
         ds = _limit(ds, limit)
         if train:
             ds = SkipBadImages(ds, log_path=log, max_bad_fraction=d.max_bad_fraction, name=f"{kind}:{split}")
@@ -387,11 +399,24 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     scores: dict[str, torch.Tensor] = {}
     train = {k: make(k, "train", True) for k in wanted}
     val = {k: make(k, "val", False) for k in wanted} if cfg.trainer.val_every_n_epochs > 0 else {}
-    son_mean = float(scores["train"].mean()) if "train" in scores else None
+    son_mean = _target_means(scores["train"], targets) if "train" in scores else None
     son_bs = d.son_batch_size or d.batch_size
     dm = SiamDataModule(
         train=train, val=val, batch_sizes={"sun": d.batch_size, "son": son_bs},
         val_batch_size=d.val_batch_size, num_workers=d.num_workers, seed=cfg.trainer.seed,
-        balanced_sampling=d.balanced_sampling,
+        balanced_sampling=d.balanced_sampling, targets=targets,
     )
     return dm, names, son_mean
+
+
+def _target_means(values: torch.Tensor, targets: tuple[str, ...]) -> tuple[float, ...]:
+    """Mean training value of each target over its rows with a value; values (N, T), NaN = none."""
+    means = []
+    for t, name in enumerate(targets):
+        v = values[:, t]
+        v = v[~torch.isnan(v)]
+        if not v.numel():
+            raise DatasetError(f"target {name!r} has no value in the training split ({values.shape[0]} rows); "
+                               "give some training images a value of it, or drop its column")
+        means.append(float(v.mean()))
+    return tuple(means)

@@ -314,8 +314,8 @@ class MaskedImages(Dataset):
         if m is not None:
             cover = warp_masks(m, self.transform, params, self.grid)
             valid = torch.from_numpy(self.source.valid.copy())
-        return Sample(image=image, id=s.id, source=s.source, attributes=s.attributes, score=s.score,
-                      variance=s.variance, masks=cover, masks_valid=valid)
+        return Sample(image=image, id=s.id, source=s.source, attributes=s.attributes, scores=s.scores,
+                      variances=s.variances, masks=cover, masks_valid=valid)
 
 
 # --- ADE20K ----------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Images are hard-linked (nothing is copied on the same file system) or, with ``--
 file systems, copied. Rows whose image is missing in DATA are left out (counted in the summary).
 Values are written with ``repr`` so they read back bit-identical. ``--derived-target reversed``
 adds a second target column ``<target>_reversed`` = 11 - score (the 1..10 rating read the other
-way round), for the multi-target work; the reader refuses several targets until that lands.
+way round, without a variance column): ``siam train`` then trains both targets, g with one set of
+templates, w and b per target over the same attribute maps, and ``siam evaluate`` reports each.
 ``son_attributes.csv`` is not converted. The planted truth, when DATA has ``truth/meta.json``, is
 carried: every file of ``DATA/truth`` is linked (or copied) into ``OUT/truth``, and
 ``OUT/truth/csv_ids.csv`` (``path,dataset,key``) maps each written CSV path to its masks
@@ -201,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"name of the score column (default {DEFAULT_TARGET})")
     parser.add_argument("--derived-target", choices=DERIVED_TARGETS, default=None,
                         help="add a second target column derived from the score: 'reversed' = 11 - score "
-                        "(for the multi-target work; 'siam train' refuses several targets until it lands)")
+                        "(trained as a second target by 'siam train')")
 
 
 def run(args: argparse.Namespace) -> int:

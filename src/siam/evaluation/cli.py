@@ -9,7 +9,8 @@ Examples::
 
 ``--data DIR`` is a folder in the ``siam synth`` layout (``sun/``, ``son/``, optional
 ``son_attributes.csv`` and ``truth/``) or in the CSV format (``attributes.csv`` rows are scored for
-attribute AP, ``targets.csv`` rows for RMSE and tau; :mod:`siam.data.csv_folder`), told apart by
+attribute AP, ``targets.csv`` rows for RMSE and tau of each target, paired with the model's targets
+by name (by position when no name is shared); :mod:`siam.data.csv_folder`), told apart by
 its contents; ``--sun`` / ``--son`` / ``--son-attributes`` point at the parts separately (e.g. the
 real datasets). For CSV rows without a ``split`` column the split is read from ``--splits`` (e.g.
 the training run's ``OUT/splits.csv``), else drawn from ``--split-seed`` (default: the first
@@ -94,8 +95,9 @@ def load_eval_data(
     """The held-out datasets (eval transform of ``preprocessing``) and the truth, if any.
 
     ``data`` may be a CSV folder (``splits`` / ``split_seed``: see the module docstring). Returns
-    ``{"son", "sun", "sun_attributes", "son_attr", "son_attr_names", "truth"}``; absent parts are
-    None.
+    ``{"son", "son_targets", "sun", "sun_attributes", "son_attr", "son_attr_names", "truth"}``
+    (``son_targets``: the CSV target names; None for the one unnamed ScenicOrNot target); absent
+    parts are None.
     """
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.data.son_attributes import SonAttributeSet
@@ -117,7 +119,8 @@ def load_eval_data(
     if sun_p is None and son_p is None:
         raise ConfigError("nothing to evaluate on: give --data DIR, or --sun and/or --son")
     tf = eval_transform(preprocessing)
-    out: dict[str, Any] = {"son": None, "sun": None, "sun_attributes": (), "son_attr": None, "son_attr_names": (), "truth": None}
+    out: dict[str, Any] = {"son": None, "son_targets": None, "sun": None, "sun_attributes": (), "son_attr": None,
+                           "son_attr_names": (), "truth": None}
     if son_p is not None and son_p.exists():
         out["son"] = ScenicOrNot(son_p, split, transform=tf)
     if sun_p is not None and sun_p.exists():
@@ -148,9 +151,11 @@ def _load_csv_data(
                           "if any, is DIR/truth)")
     tf = eval_transform(preprocessing)
     kw: dict[str, Any] = {"transform": tf, "seed": split_seed, "splits_file": splits}
-    out: dict[str, Any] = {"son": None, "sun": None, "sun_attributes": (), "son_attr": None, "son_attr_names": (), "truth": None}
+    out: dict[str, Any] = {"son": None, "son_targets": None, "sun": None, "sun_attributes": (), "son_attr": None,
+                           "son_attr_names": (), "truth": None}
     if (root / TARGETS_FILE).is_file():
         out["son"] = CsvDataset(root, split, rows="targets", **kw)
+        out["son_targets"] = out["son"].target_names
     if (root / ATTRIBUTES_FILE).is_file():
         ds = CsvDataset(root, split, rows="attributes", **kw)
         out["sun"], out["sun_attributes"] = ds, ds.attributes
@@ -195,7 +200,8 @@ def evaluate_models(
         if key not in cache:
             cache[key] = load_eval_data(preprocessing=model.preprocessing, split=split, **data)
         d = cache[key]
-        ev = EvalData(son=d["son"], sun=d["sun"], sun_attributes=d["sun_attributes"], truth=d["truth"], split=split)
+        ev = EvalData(son=d["son"], sun=d["sun"], sun_attributes=d["sun_attributes"], truth=d["truth"], split=split,
+                      targets=d["son_targets"])
         res = evaluate_model(model, ev, batch_size=batch_size, num_workers=num_workers)
         if isinstance(model, SIAM) and d["son_attr"] is not None:
             sa = EvalData(son=None, sun=d["son_attr"], sun_attributes=d["son_attr_names"])

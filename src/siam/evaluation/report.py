@@ -9,7 +9,9 @@
 
 Each model carries ``son_rmse``, ``son_tau``, ``sun_map``, ``contribution_r``, ``template_r``,
 ``template_sign_agreement``, ``mass_in_mask``, ``total_map_r``, ``rmse_over_noise_floor`` and
-``checkpoint`` (null where a metric does not apply, e.g. ``sun_map`` of the baseline).
+``checkpoint`` (null where a metric does not apply, e.g. ``sun_map`` of the baseline); the SoN
+keys are the model's first target's, and ``per_target`` holds ``{target: {son_rmse, son_tau,
+son_n, data_target}}`` for every target evaluated (a "Per target" table when a model has several).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
             cells = [f"**{_fmt(v)}**" if best is not None and v == best else _fmt(v) for v in vals]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _per_target_table(models, names)
     agreement = report.get("son_attributes_agreement") or {}
     if agreement.get("fleiss_kappa") is not None:
         lines += [f"SoN attribute set: agreement between its {agreement['raters']} annotators, "
@@ -144,6 +147,20 @@ def render_markdown(report: Mapping[str, Any], *, title: str = "SIAM evaluation 
 def _met(met: bool | None) -> str:
     """A target's verdict: yes, **no**, or n/a (None: it needs planted truth the data lacks)."""
     return "n/a" if met is None else "yes" if met else "**no**"
+
+
+def _per_target_table(models: Mapping[str, Mapping[str, Any]], names: list[str]) -> list[str]:
+    """Markdown rows of RMSE / tau / n per target, when some model was evaluated on several."""
+    per = {n: models[n].get("per_target") or {} for n in names}
+    if not any(len(p) > 1 for p in per.values()):
+        return []
+    targets = list(dict.fromkeys(t for p in per.values() for t in p))
+    lines = ["## Per target", "", "| target | metric | " + " | ".join(LABELS.get(n, n) for n in names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for t in targets:
+        for key, label in (("son_rmse", "RMSE"), ("son_tau", "Kendall's tau-b"), ("son_n", "images")):
+            lines.append(f"| {t} | {label} | " + " | ".join(_fmt((per[n].get(t) or {}).get(key)) for n in names) + " |")
+    return lines + [""]
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], *, title: str | None = None) -> tuple[Path, Path]:

@@ -28,20 +28,37 @@ from siam.models.siam import SIAM
 #: computed on these cells only.
 OBSERVED_CELL_SHARE = P.OBSERVED_CELL_SHARE
 
-__all__ = ["OBSERVED_CELL_SHARE", "EvalData", "evaluate_model", "sun_map_ceiling"]
+__all__ = ["OBSERVED_CELL_SHARE", "EvalData", "evaluate_model", "pair_targets", "sun_map_ceiling"]
 
 
 @dataclass
 class EvalData:
     """Held-out data: SoN images with scores, SUN images with labels (names = label columns), and
     optionally the planted truth of a synthetic folder. ``split`` names the noise floor to use
-    (``"all"`` for a separate test world evaluated whole)."""
+    (``"all"`` for a separate test world evaluated whole). ``targets``: the names of the SoN
+    samples' target columns (a CSV folder's targets.csv); None: one unnamed target (the ScenicOrNot
+    layout), compared with the model's first target."""
 
     son: Dataset | None
     sun: Dataset | None
     sun_attributes: Sequence[str] = ()
     truth: P.PlantedTruth | None = None
     split: str = "test"
+    targets: Sequence[str] | None = None
+
+
+def pair_targets(model_targets: Sequence[str], data_targets: Sequence[str] | None) -> list[tuple[int, int]]:
+    """(model index, data column) of each target evaluated, in the model's order.
+
+    By name where the model and the data share names; data without names (None) or without a
+    shared name are paired by position (the first target is the score: a one-target model written
+    before targets were named, ``("score",)``, is compared with the data's first column).
+    """
+    if data_targets is None:
+        return [(0, 0)]
+    data = list(data_targets)
+    shared = [(i, data.index(n)) for i, n in enumerate(model_targets) if n in data]
+    return shared or [(i, i) for i in range(min(len(model_targets), len(data)))]
 
 
 def _loader(ds: Dataset, batch_size: int, num_workers: int) -> DataLoader:
@@ -71,7 +88,11 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """All report metrics of ``model`` on ``data`` (keys as in ``report.json``; None = n/a).
 
-    SoN: ``son_rmse``, ``son_tau`` (tau-b), ``son_n``. SUN (SIAM only): ``sun_map`` and
+    SoN: ``son_rmse``, ``son_tau`` (tau-b), ``son_n`` of the first evaluated target (the model's
+    target 0 unless only others are in the data), and ``per_target``: ``{model target name:
+    {"son_rmse", "son_tau", "son_n", "data_target"}}`` for every target paired with a data column
+    (:func:`pair_targets`; ``data_target`` is the column's name, None for unnamed data). Planted
+    truth is compared on the first target. SUN (SIAM only): ``sun_map`` and
     ``sun_ap`` (per attribute, labels >= 0.5 positive, no-positive attributes listed in
     ``sun_excluded``). Planted truth (on the attributes shared by model and truth, in the truth's
     order): ``rmse_over_noise_floor``, ``contribution_r``, ``template_r`` (on the cells where each
@@ -104,14 +125,23 @@ def evaluate_model(
     ti = _index(truth.attributes, shared) if truth is not None else []
     valid = border_mask(model.config.grid, model.config.border) if is_siam else None
     pre = model.preprocessing
-    if data.son is not None and len(data.son):  # type: ignore[arg-type]
-        scores, targets, clean, contrib, planted_c, present, pooled_seen = [], [], [], [], [], [], []
+    pairs = pair_targets(model.config.targets, data.targets)
+    if data.son is not None and len(data.son) and pairs:  # type: ignore[arg-type]
+        per_pred: list[list[torch.Tensor]] = [[] for _ in pairs]
+        per_true: list[list[torch.Tensor]] = [[] for _ in pairs]
+        clean, contrib, planted_c, present, pooled_seen = [], [], [], [], []
         mass, mass_ceiling, total_r, constant = [], [], [], []
+        m0 = pairs[0][0]  # the model target the planted truth and the one-target keys describe
         for b in _loader(data.son, batch_size, num_workers):
-            keep = b.score_mask  # (B,) the images with a score; every per-image array uses them
             o = model(b.image)
-            scores.append(o.score[keep].float())
-            targets.append(b.score[keep].float())
+            if b.num_targets < max(d for _, d in pairs) + 1:
+                raise ValueError(f"the SoN data has {b.num_targets} target column(s), expected {data.targets}")
+            for j, (mi_t, di) in enumerate(pairs):
+                rows = b.scores_mask[:, di]  # (B,) the images with a value of this target
+                per_pred[j].append(o.scores[rows, mi_t].float())
+                per_true[j].append(b.scores[rows, di].float())
+            keep = b.scores_mask[:, pairs[0][1]]  # (B,) every per-image array below uses them
+            o = o.for_target(m0)
             if truth is None or not bool(keep.any()):
                 continue
             ids = [i for i, k in zip(b.ids, keep.tolist()) if k]
@@ -132,12 +162,19 @@ def evaluate_model(
                 fr = P.masks_on_model_grid(masks, model.config.grid, resize=pre.resize, crop=pre.crop)
                 mass.append(torch.as_tensor(P.mass_in_mask(o.maps[keep][:, mi], fr, present[-1])))
                 mass_ceiling.append(torch.as_tensor(P.mass_in_mask(fr, fr, present[-1])))
-        s, t = torch.cat(scores), torch.cat(targets)
-        out["son_n"] = int(s.numel())
-        arrays.update(son_pred=s.double().numpy(), son_target=t.double().numpy())
-        if s.numel():
-            out["son_rmse"] = M.rmse(s, t)
-            out["son_tau"] = _clean(M.kendall_tau_b(s, t))
+        per_target: dict[str, dict[str, Any]] = {}
+        for j, (mi_t, di) in enumerate(pairs):
+            s, t = torch.cat(per_pred[j]), torch.cat(per_true[j])
+            per_target[model.config.targets[mi_t]] = {
+                "son_rmse": M.rmse(s, t) if s.numel() else None,
+                "son_tau": _clean(M.kendall_tau_b(s, t)) if s.numel() else None,
+                "son_n": int(s.numel()),
+                "data_target": None if data.targets is None else list(data.targets)[di],
+            }
+            if j == 0:
+                arrays.update(son_pred=s.double().numpy(), son_target=t.double().numpy())
+        first = per_target[model.config.targets[m0]]
+        out.update(son_rmse=first["son_rmse"], son_tau=first["son_tau"], son_n=first["son_n"], per_target=per_target)
         if truth is not None:
             floor = truth.noise_floor_rmse.get(data.split)
             if floor and out["son_rmse"] is not None:
@@ -157,7 +194,7 @@ def evaluate_model(
                 C, Pc, Pr = _cat(contrib, width=k), _cat(planted_c, width=k), _cat(present, width=k) > 0.5
                 cr = P.contribution_r(C, Pc, Pr, shared)
                 cr_each = P.contribution_r_per_attribute(C, Pc, Pr, shared)
-                E = model.effective_templates().detach()[mi]
+                E = model.effective_templates(m0).detach()[mi]
                 T_all = truth.templates[ti]
                 seen = P.observed_cells(_cat(pooled_seen).reshape(-1, k, truth.grid, truth.grid))
                 tr = P.template_r(E, T_all, shared, valid=valid, cells=seen)  # headline: observed cells

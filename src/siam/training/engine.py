@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import lightning as L
 import torch
 
 from siam.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from siam.data.datamodule import SiamDataModule
+from siam.data.datamodule import SCORE_TARGET, SiamDataModule
 from siam.errors import CheckpointError, ConfigError
 from siam.models.baseline import Baseline, build_baseline
 from siam.models.siam import SIAM, build_model
@@ -33,7 +34,8 @@ from siam.training.callbacks import AtomicCheckpointIO, EpochLines, LastCheckpoi
 from siam.training.config import TrainConfig
 from siam.training.module import NonFiniteError, SiamModule
 
-__all__ = ["FitResult", "fit", "build_stage_model", "prepare_model", "resume_path", "stage_trained_on", "LAST_CKPT"]
+__all__ = ["FitResult", "fit", "build_stage_model", "prepare_model", "check_targets", "resume_path", "stage_trained_on",
+           "LAST_CKPT"]
 
 LAST_CKPT = "checkpoints/last.ckpt"
 
@@ -51,26 +53,36 @@ class FitResult:
     model: SIAM | Baseline | None = None
 
 
-def build_stage_model(cfg: TrainConfig, attributes: tuple[str, ...] | None) -> SIAM | Baseline:
-    """An untrained model for ``cfg.stage`` (Baseline for ``baseline``, else SIAM)."""
+def build_stage_model(
+    cfg: TrainConfig, attributes: tuple[str, ...] | None, targets: Sequence[str] = (SCORE_TARGET,)
+) -> SIAM | Baseline:
+    """An untrained model for ``cfg.stage`` (Baseline for ``baseline``, else SIAM) predicting ``targets``."""
     m = cfg.model
     pre = cfg.preprocessing.build()
     if cfg.stage == "baseline":
         return build_baseline(backbone=m.backbone, pretrained=m.pretrained, predict_variance=m.predict_variance,
-                              preprocessing=pre)
+                              preprocessing=pre, targets=targets)
     names = cfg.attributes or attributes
     return build_model(
         backbone=m.backbone, attributes=names, pretrained=m.pretrained, grid=m.grid, border=m.border,
         presence=m.presence, presence_denominator=m.presence_denominator, template_init=m.template_init,
         predict_variance=m.predict_variance,
-        preprocessing=pre,
+        preprocessing=pre, targets=targets,
     )
 
 
-def prepare_model(cfg: TrainConfig, attributes: tuple[str, ...] | None, son_train_mean: float | None) -> SIAM | Baseline:
-    """The stage's starting model: built from ``cfg``, weights from ``cfg.init_from`` if given, and
-    the bias b set to the mean training score when this stage starts training g (paper Sec. 4.1)."""
-    model = build_stage_model(cfg, attributes)
+def prepare_model(
+    cfg: TrainConfig,
+    attributes: tuple[str, ...] | None,
+    son_train_mean: float | Sequence[float] | None,
+    *,
+    targets: Sequence[str] = (SCORE_TARGET,),
+) -> SIAM | Baseline:
+    """The stage's starting model: built from ``cfg`` for the data's ``targets``, weights from
+    ``cfg.init_from`` if given, and each b_t set to target t's mean training score
+    (``son_train_mean``: one float or one per target) when this stage starts training g (paper
+    Sec. 4.1). A model trained on other targets refuses to continue (:func:`check_targets`)."""
+    model = build_stage_model(cfg, attributes, targets)
     init_stage = _init_from(model, cfg.init_from) if cfg.init_from else None
     trains_g = cfg.stage in ("son-head", "joint", "baseline")
     if trains_g and init_stage in (None, "sun") and son_train_mean is not None:
@@ -78,23 +90,48 @@ def prepare_model(cfg: TrainConfig, attributes: tuple[str, ...] | None, son_trai
     return model
 
 
+def check_targets(trained: Sequence[str], data: Sequence[str], *, stage: str | None, where: str) -> bool:
+    """Whether a model trained (in ``stage``) on the targets ``trained`` may continue on data with
+    the targets ``data``; raises :class:`ConfigError` when not. Returns True when the data's targets
+    replace the model's: a ``sun``-stage model (g never trained), or a one-target model from before
+    targets were named (``("score",)``) on one-target data. Otherwise the names (and their order)
+    must be equal."""
+    trained, data = tuple(trained), tuple(data)
+    if trained == data:
+        return False
+    if stage == "sun" or (trained == (SCORE_TARGET,) and len(data) == 1):
+        return True
+    raise ConfigError(
+        f"{where} was trained on the targets {list(trained)} (stage {stage!r}), but this data has the targets "
+        f"{list(data)}; a model continues on the same targets only. Train from the sun stage's model, or give "
+        "the data the same target columns"
+    )
+
+
 def _init_from(model: SIAM | Baseline, path: str) -> str | None:
     """Copy a previous stage's weights into ``model``; returns that stage's name (if recorded)."""
     src = load_checkpoint(path)
     if type(src) is not type(model):
         raise ConfigError(f"init_from {path!r} holds a {type(src).__name__}, this stage trains a {type(model).__name__}")
+    meta = getattr(src, "meta", {}) or {}
+    stage = meta.get("stage") or (meta.get("train_config") or {}).get("stage")
+    renamed = check_targets(src.config.targets, model.config.targets, stage=stage, where=f"init_from {path!r}")
     mine, theirs = model.config.to_dict(), src.config.to_dict()
-    diff = {k: (theirs.get(k), v) for k, v in mine.items() if k != "predict_variance" and theirs.get(k) != v}
+    skip = ("predict_variance", "targets")
+    diff = {k: (theirs.get(k), v) for k, v in mine.items() if k not in skip and theirs.get(k) != v}
     if diff:
         raise ConfigError(
             f"init_from {path!r} does not match this stage's model: "
             + "; ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in diff.items())
         )
-    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    if unexpected or [k for k in missing if not k.startswith("template_head.var_")]:
+    state = src.state_dict()
+    fresh_g = renamed and len(src.config.targets) != len(model.config.targets)  # a sun-stage g: not carried
+    if fresh_g:
+        state = {k: v for k, v in state.items() if not k.startswith("template_head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("template_head." if fresh_g else "template_head.var_")]:
         raise CheckpointError(f"init_from {path!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    meta = getattr(src, "meta", {}) or {}
-    return meta.get("stage") or (meta.get("train_config") or {}).get("stage")
+    return stage
 
 
 def stage_trained_on(cfg: TrainConfig) -> dict[str, Any]:
@@ -138,6 +175,13 @@ def _check_resume(path: str, cfg: TrainConfig) -> None:
     stage = meta.get("stage") or (meta.get("train_config") or {}).get("stage")
     if stage != cfg.stage:
         raise ConfigError(f"--resume {path!r} is a {stage!r} run, but this run's stage is {cfg.stage!r}")
+
+
+def _check_resume_targets(path: str, targets: Sequence[str]) -> None:
+    trained = tuple((read_meta(path).get("model") or {}).get("targets") or (SCORE_TARGET,))
+    if trained != tuple(targets):
+        raise ConfigError(f"--resume {path!r} trains the targets {list(trained)}, but this data has the targets "
+                          f"{list(targets)}; resume on the data the run started with")
 
 
 def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -197,14 +241,15 @@ def fit(
     *,
     datamodule: SiamDataModule | None = None,
     attributes: tuple[str, ...] | None = None,
-    son_train_mean: float | None = None,
+    son_train_mean: float | Sequence[float] | None = None,
     resume: bool | str | None = None,
     callbacks: list[L.Callback] | tuple[L.Callback, ...] = (),
 ) -> FitResult:
     """Train ``cfg.stage`` and export ``out/model.safetensors``.
 
     ``datamodule``/``attributes``/``son_train_mean`` default to what ``cfg.data`` describes (see
-    :func:`siam.data.datamodule.datamodule_from_config`). ``resume``: ``True`` for
+    :func:`siam.data.datamodule.datamodule_from_config`); the model predicts the datamodule's
+    ``targets`` (``("score",)`` for one without). ``resume``: ``True`` for
     ``out/checkpoints/last.ckpt`` or a path; Lightning restores weights, optimiser, scheduler and
     loop state (global step), loading with ``weights_only=True``.
     """
@@ -234,7 +279,7 @@ def _fit(
     start: float,
     datamodule: SiamDataModule | None,
     attributes: tuple[str, ...] | None,
-    son_train_mean: float | None,
+    son_train_mean: float | Sequence[float] | None,
     callbacks: list[L.Callback],
 ) -> FitResult:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -242,7 +287,12 @@ def _fit(
         from siam.data.datamodule import datamodule_from_config
 
         datamodule, attributes, son_train_mean = datamodule_from_config(cfg)
-    model = build_stage_model(cfg, attributes) if ckpt_path else prepare_model(cfg, attributes, son_train_mean)
+    targets = tuple(getattr(datamodule, "targets", (SCORE_TARGET,)))
+    if ckpt_path:
+        _check_resume_targets(ckpt_path, targets)
+        model = build_stage_model(cfg, attributes, targets)
+    else:
+        model = prepare_model(cfg, attributes, son_train_mean, targets=targets)
     provenance = stage_trained_on(cfg)
     module = SiamModule(model, stage=cfg.stage, optim=cfg.optim, train_config=cfg.to_dict(),
                         channels_last=cfg.trainer.channels_last, trained_on=provenance,

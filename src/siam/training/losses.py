@@ -4,7 +4,9 @@
   (fraction of annotators who saw the attribute), on SUN rows only; optionally with a positive
   weight per attribute (``optim.presence_pos_weight``, for rare attributes).
 * L_SoN: mean squared error between the predicted and the mean ScenicOrNot score, on SoN rows only,
-  optionally plus the squared error of the predicted vote variance.
+  optionally plus the squared error of the predicted vote variance. With T targets: the mean over
+  the targets of each target's MSE over its rows with a value (+ its variance term); the targets
+  without a row in the batch are left out of the mean. T = 1 is the one-target loss exactly.
 * joint: L = L_SUN + lambda L_SoN (lambda = 0.1 by default).
 
 Every loss is computed in float32 (also under mixed precision) and is a graph-connected zero when
@@ -71,10 +73,16 @@ def son_loss(
     """MSE of the score over the rows in ``mask`` (+ ``variance_weight`` x MSE of the variance).
 
     score, target: (B,); mask: (B,) bool (None: all rows). The variance term uses the rows in
-    ``mask & variance_mask`` and is skipped when the model predicts no variance.
+    ``mask & variance_mask`` and is skipped when the model predicts no variance. Several targets:
+    every tensor (B, T) (masks per target); the loss is the mean over the targets that have rows
+    of each one's loss as above.
     """
     if score.shape != target.shape:
         raise ValueError(f"score {tuple(score.shape)} and target {tuple(target.shape)} differ in shape")
+    if score.ndim == 2:
+        return _mean_over_targets(score, target, mask, variance, variance_target, variance_mask, variance_weight)
+    if score.ndim != 1:
+        raise ValueError(f"score must be (B,) or (B, T), got {tuple(score.shape)}")
     pred = _rows(score, mask).float()  # (N,)
     if pred.numel() == 0:
         return score.sum() * 0.0
@@ -85,6 +93,33 @@ def son_loss(
         if v.numel():
             loss = loss + variance_weight * ((v - _rows(variance_target, vmask).float()) ** 2).mean()
     return loss
+
+
+def _mean_over_targets(
+    score: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    variance: torch.Tensor | None,
+    variance_target: torch.Tensor | None,
+    variance_mask: torch.Tensor | None,
+    variance_weight: float,
+) -> torch.Tensor:
+    """son_loss of (B, T) tensors: the one-target loss of each target with rows, averaged."""
+    for name, t in (("mask", mask), ("variance", variance), ("variance_target", variance_target),
+                    ("variance_mask", variance_mask)):
+        if t is not None and t.shape != score.shape:
+            raise ValueError(f"{name} {tuple(t.shape)} must have the score's shape {tuple(score.shape)} (B, T)")
+    losses = []
+    for t in range(score.shape[1]):
+        if mask is not None and not bool(mask[:, t].any()):
+            continue
+        col = lambda x: None if x is None else x[:, t]  # noqa: E731
+        losses.append(son_loss(score[:, t], target[:, t], col(mask), variance=col(variance),
+                               variance_target=col(variance_target), variance_mask=col(variance_mask),
+                               variance_weight=variance_weight))
+    if not losses:
+        return score.sum() * 0.0
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 #: mask_loss: the floor of a map's mean over the centre cells when it is normalised (a collapsed

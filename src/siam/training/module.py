@@ -12,7 +12,12 @@ stage       trains                         loss
 =========== ============================== ================================================
 
 A training batch is a dict ``{"sun": Batch, "son": Batch}`` (either key may be absent), one batch
-of each dataset per step; each loss only sees rows of its own dataset (the Batch masks).
+of each dataset per step; each loss only sees rows of its own dataset (the Batch masks). With T
+targets the batches' ``scores`` (B, T) columns are the model's targets in order; L_SoN is the mean
+over targets of each target's MSE on its rows with a value (the template penalties, sums over the
+targets' templates, are divided by T alike, so each target's g sees the one-target objective / T,
+which Adam's step depends on only through its eps), and validation logs ``val/son_rmse``
+(target 0) and, with T > 1, ``val/son_rmse_<target>`` for each.
 The templates are projected onto >= 0 after *every* optimiser step, a non-finite loss or weight
 stops training with an error naming the step (nothing is saved), and every Lightning checkpoint
 carries ``ckpt["siam_meta"]`` (model config, preprocessing, attribute names, train config).
@@ -95,6 +100,9 @@ class SiamModule(L.LightningModule):
                 if part is not getattr(self.model, "template_head", None):
                     part.to(memory_format=torch.channels_last)
         self.val_rmse = MeanSquaredError(squared=False)
+        targets = model.targets
+        # one RMSE per further target (target 0 is val_rmse)
+        self.val_rmse_targets = torch.nn.ModuleList([MeanSquaredError(squared=False) for _ in targets[1:]])
         self.val_presence = CatMetric()
         self.val_labels = CatMetric()
         self.train(self.training)
@@ -139,16 +147,18 @@ class SiamModule(L.LightningModule):
                 total = total + o.mask_weight * terms["mask"]
         son = batches.get("son")
         son_total: torch.Tensor | None = None  # the SoN objective: L_SoN (+ smoothness penalty)
-        if self.stage in ("son-head", "joint", "baseline") and son is not None and bool(son.score_mask.any()):
+        if self.stage in ("son-head", "joint", "baseline") and son is not None and bool(son.scores_mask.any()):
             out = self.model(self._prepare(son.image))
+            self._check_targets(son)
             terms["son"] = son_loss(
-                out.score, son.score, son.score_mask,
-                variance=out.variance, variance_target=son.variance, variance_mask=son.variance_mask,
+                out.scores, son.scores, son.scores_mask,
+                variance=out.variances, variance_target=son.variances, variance_mask=son.variances_mask,
                 variance_weight=o.variance_weight,
             )
             son_total = terms["son"]
             if o.template_smoothness > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
-                terms["template_roughness"] = self.model.template_roughness()
+                # per target, averaged like L_SoN: each target's g sees the one-target objective / T
+                terms["template_roughness"] = self.model.template_roughness() / len(self.model.targets)
                 son_total = son_total + o.template_smoothness * terms["template_roughness"]
             weight: float | torch.Tensor = o.son_weight if self.stage == "joint" else 1.0
             if self.stage == "joint" and o.son_weight_mode == "adaptive" and "sun" in terms:
@@ -162,7 +172,7 @@ class SiamModule(L.LightningModule):
             )
         if o.template_l1 > 0 and isinstance(self.model, SIAM) and self._parts.get("template_head"):
             if o.template_l1_mode == "fixed":
-                terms["template_l1"] = self.model.template_l1()
+                terms["template_l1"] = self.model.template_l1() / len(self.model.targets)  # mean over targets
                 total = total + o.template_l1 * terms["template_l1"]
             else:  # the authors': mean |T| rescaled to the main loss in value
                 terms["template_l1"] = self.model.template_head.templates.abs().mean()
@@ -170,6 +180,12 @@ class SiamModule(L.LightningModule):
                 total = total + o.template_l1 * _ratio(main, terms["template_l1"]) * terms["template_l1"]
         terms["total"] = total
         return terms
+
+    def _check_targets(self, batch: Batch) -> None:
+        t = len(self.model.targets)
+        if batch.num_targets != t:
+            raise ValueError(f"a batch with {batch.num_targets} target(s) reached a model of {t} "
+                             f"({list(self.model.targets)}); the data and the model must have the same targets")
 
     def _mask_term(self, out: SIAMOutput, sun: Batch) -> torch.Tensor:
         """mask_loss of the maps of the SUN rows that have labels and masks (optim.mask_weight)."""
@@ -218,16 +234,24 @@ class SiamModule(L.LightningModule):
         for b in _as_dict(batch).values():
             with torch.no_grad():
                 out = self.model(self._prepare(b.image))
-            if bool(b.score_mask.any()):
-                self.val_rmse.update(out.score[b.score_mask].float(), b.score[b.score_mask].float())
+            if bool(b.scores_mask.any()):
+                self._check_targets(b)
+                for t, metric in enumerate([self.val_rmse, *self.val_rmse_targets]):
+                    keep = b.scores_mask[:, t]
+                    if bool(keep.any()):
+                        metric.update(out.scores[keep, t].float(), b.scores[keep, t].float())
             if isinstance(self.model, SIAM) and b.attributes is not None and bool(b.attributes_mask.any()):
                 self.val_presence.update(out.presence[b.attributes_mask].float())
                 self.val_labels.update(b.attributes[b.attributes_mask].float())
 
     def on_validation_epoch_end(self) -> None:
+        rmse = [self.val_rmse, *self.val_rmse_targets]  # one per target
         if self.val_rmse.update_count:
             self.log("val/son_rmse", self.val_rmse.compute(), prog_bar=True)
-            self.val_rmse.reset()
+        for name, metric in zip(self.model.targets, rmse):
+            if len(rmse) > 1 and metric.update_count:
+                self.log(f"val/son_rmse_{name}", metric.compute())
+            metric.reset()
         if self.val_presence.update_count:
             from siam.evaluation.metrics import attribute_ap
 
@@ -276,7 +300,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 def _as_dict(batch: Any) -> dict[str, Batch]:
     """Normalise what a loader yields into ``{"sun"|"son": Batch}``."""
     if isinstance(batch, Batch):
-        return {"son" if bool(batch.score_mask.any()) else "sun": batch}
+        return {"son" if bool(batch.scores_mask.any()) else "sun": batch}
     if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], (dict, Batch)):
         batch = batch[0]  # CombinedLoader in some modes yields (batch, batch_idx, dataloader_idx)
     if isinstance(batch, Mapping):
