@@ -345,7 +345,7 @@ def datamodule_from_config(cfg: Any) -> tuple[SiamDataModule, tuple[str, ...] | 
     from siam.data.transforms import eval_transform, train_transform
 
     d = cfg.data
-    pre = cfg.preprocessing.build()
+    pre = cfg.preprocessing.build(backbone=cfg.model.backbone)
     wanted = STAGE_DATASETS[cfg.stage]
     out = Path(cfg.out)
     log = out / "bad_images.jsonl"

@@ -210,6 +210,19 @@ def _build_timm(name: str, pretrained: bool | str | os.PathLike[str] | None) -> 
     return Backbone(body, spec)
 
 
+def backbone_normalisation(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) the backbone's weights expect: ImageNet's for the torchvision and ``tiny``
+    backbones, the pretrained config's for ``timm:<name>`` (ImageNet's when it records none)."""
+    check_backbone_name(name)
+    if is_timm_name(name):
+        from siam.models.timm_backbones import timm_normalisation
+
+        found = timm_normalisation(name)
+        if found is not None:
+            return found
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 def build_backbone(
     *, name: str = "resnet50", pretrained: bool | str | os.PathLike[str] | None = False
 ) -> Backbone:

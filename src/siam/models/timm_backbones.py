@@ -217,3 +217,14 @@ def check_input_size(spec_name: str, fixed_input: int | None, crop: int) -> None
 def default_grid(stride: int, input_size: int) -> int:
     """Template size m for ``input_size`` px at ``stride``: ceil(input / stride), as 450 / 32 -> 15."""
     return math.ceil(input_size / stride)
+
+
+def timm_normalisation(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """(mean, std) the weights of ``"timm:<arch>"`` expect, from timm's pretrained config without
+    building the network; None when timm records none."""
+    cfg = _timm().models.get_pretrained_cfg(check_timm_name(name))
+    if cfg is None or not cfg.mean or not cfg.std:
+        return None
+    mean, std = (tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std))
+    return mean, std  # type: ignore[return-value]
+

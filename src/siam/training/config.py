@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from siam.data.transforms import Preprocessing
+from siam.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from siam.errors import ConfigError
 
 __all__ = [
@@ -106,15 +106,30 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class PreprocessingSection:
-    """Image preparation (see :class:`siam.data.transforms.Preprocessing`); paper: 500 / 450."""
+    """Image preparation (see :class:`siam.data.transforms.Preprocessing`); paper: 500 / 450.
+
+    ``mean`` / ``std``: the per-channel normalisation; null (the default) = what the backbone's
+    weights expect (ImageNet's for the ResNets and ``tiny``, the pretrained config's for a
+    ``timm:<name>`` backbone, e.g. 0.5 / 0.5 for Inception-v3 and ViTs).
+    """
 
     resize: int = 500
     crop: int = 450
     max_rotation: float = 5.0
     hflip: bool = True
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
-    def build(self) -> Preprocessing:
-        return Preprocessing(resize=self.resize, crop=self.crop, max_rotation=self.max_rotation, hflip=self.hflip)
+    def build(self, *, backbone: str | None = None) -> Preprocessing:
+        """The :class:`Preprocessing`; a null mean/std comes from ``backbone`` (ImageNet's without one)."""
+        mean, std = self.mean, self.std
+        if mean is None or std is None:
+            from siam.models.backbones import backbone_normalisation
+
+            own_mean, own_std = backbone_normalisation(backbone) if backbone else (IMAGENET_MEAN, IMAGENET_STD)
+            mean, std = mean or own_mean, std or own_std
+        return Preprocessing(resize=self.resize, crop=self.crop, mean=tuple(mean), std=tuple(std),
+                             max_rotation=self.max_rotation, hflip=self.hflip)
 
 
 @dataclass(frozen=True)
@@ -349,7 +364,7 @@ def _check_values(cfg: TrainConfig) -> None:
     except ConfigError as exc:
         raise ConfigError(f"model.backbone: got {cfg.model.backbone!r}; {exc}") from None
     try:
-        cfg.preprocessing.build()
+        cfg.preprocessing.build(backbone=cfg.model.backbone)
     except ValueError as exc:
         raise ConfigError(f"preprocessing: {exc}") from None
 

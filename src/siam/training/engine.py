@@ -58,7 +58,7 @@ def build_stage_model(
 ) -> SIAM | Baseline:
     """An untrained model for ``cfg.stage`` (Baseline for ``baseline``, else SIAM) predicting ``targets``."""
     m = cfg.model
-    pre = cfg.preprocessing.build()
+    pre = cfg.preprocessing.build(backbone=cfg.model.backbone)
     if cfg.stage == "baseline":
         return build_baseline(backbone=m.backbone, pretrained=m.pretrained, predict_variance=m.predict_variance,
                               preprocessing=pre, targets=targets)
