@@ -33,7 +33,8 @@ _COMMON: dict[str, Any] = {
         "backbone": "resnet50", "pretrained": "imagenet", "grid": 15, "border": 2, "presence": "tanh",
         "presence_denominator": "centre", "template_init": 0.01, "predict_variance": False,
     },
-    "preprocessing": {"resize": 500, "crop": 450, "max_rotation": 5.0, "hflip": True},
+    # mean/std null = the backbone's (ImageNet's for ResNet-50)
+    "preprocessing": {"resize": 500, "crop": 450, "max_rotation": 5.0, "hflip": True, "mean": None, "std": None},
     "optim": {
         "lr": 0.001, "weight_decay": 0.0, "lr_schedule": "step", "lr_decay_every": 10, "lr_decay_gamma": 0.1,
         "son_weight": 0.1, "son_weight_mode": "fixed", "template_l1": 0.0, "template_l1_mode": "fixed",
