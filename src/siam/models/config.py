@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 ModelKind = Literal["siam", "baseline"]
 PresenceDenominator = Literal["centre", "grid"]
+PresencePooling = Literal["mean", "lse"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class ModelConfig:
     ``presence_denominator``: the presence is tanh(sum of the map / n) with n the ``"centre"``
     cells ((m - 2 border)^2, the default) or the whole ``"grid"`` (m^2, as the authors' code,
     whose average pooling includes the zeroed border). Files without the key load as ``"centre"``.
+    ``presence_pooling``: ``"mean"`` (the paper) or ``"lse"`` (log-sum-exp over the same cells with
+    sharpness ``presence_lse_r``; not in the paper). Files without the keys load as ``"mean"``.
     """
 
     kind: ModelKind = "siam"
@@ -26,6 +29,8 @@ class ModelConfig:
     border: int = 2
     presence: Literal["tanh", "sigmoid"] = "tanh"
     presence_denominator: PresenceDenominator = "centre"
+    presence_pooling: PresencePooling = "mean"
+    presence_lse_r: float = 10.0
     template_init: float = 0.01
     predict_variance: bool = False
 
