@@ -127,3 +127,33 @@ def test_the_lse_truth_budget_sets_it_for_every_stage_and_the_paper_keeps_the_me
     assert all((c.model.presence_pooling, c.model.presence_lse_r) == ("lse", 10.0) for c in cfgs.values())
     for stage in STAGES:
         assert load_config(root / "configs" / "paper.yaml", stage=stage).model.presence_pooling == "mean"
+
+
+def test_the_128px_truth_budget_pools_a_16x16_feature_grid_to_the_planted_8x8(tmp_path) -> None:
+    """configs/truth_quick_128px.yaml: 128 px input, model grid 8; each map cell is the mean of
+    2x2 ReLU cells of the tiny backbone's 16x16 grid (hand-pooled here), presence the mean of those."""
+    from pathlib import Path
+
+    from siam.quickstart import RECIPE, stage_configs
+    from siam.training.engine import build_stage_model
+    from siam.truth.config import read_budget
+
+    root = Path(__file__).resolve().parents[2]
+    _, budget = read_budget(root / "configs" / "truth_quick_128px.yaml")
+    _, quick = read_budget("quick")
+    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
+    raw, overrides = budget.recipe(RECIPE)
+    cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
+    assert all((c.preprocessing.resize, c.preprocessing.crop) == (128, 128) for c in cfgs.values())
+    siam_cfgs = [c for s, c in cfgs.items() if s != "baseline"]
+    assert all((c.model.grid, c.model.border, c.model.presence_pooling) == (8, 0, "mean") for c in siam_cfgs)
+    model = build_stage_model(siam_cfgs[0], ("a", "b")).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        features = model.backbone(x)
+        fine = torch.relu(model.attribute_head.conv(features))  # (2, 2, 16, 16)
+        out = model(x)
+    assert fine.shape[-2:] == (16, 16)
+    by_hand = fine.reshape(2, 2, 8, 2, 8, 2).mean((3, 5))  # (2, 2, 8, 8) 2x2 block means
+    torch.testing.assert_close(out.maps, by_hand)
+    torch.testing.assert_close(out.presence, torch.tanh(fine.mean((2, 3))))
