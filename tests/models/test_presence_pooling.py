@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,19 @@ from siam.models.heads import AttributeHead
 from siam.training.config import config_from_dict
 
 VALUES = [[0.0, 1.0], [2.0, 3.0]]  # a hand-set 2x2 map
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _budget_stage_configs(name: str, tmp_path: Path) -> dict:
+    """Every stage's TrainConfig under ``configs/<name>`` (a truth budget: the quick one + keys)."""
+    from siam.quickstart import RECIPE, stage_configs
+    from siam.truth.config import read_budget
+
+    _, budget = read_budget(ROOT / "configs" / name)
+    _, quick = read_budget("quick")
+    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
+    raw, overrides = budget.recipe(RECIPE)
+    return stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
 
 
 def _identity_head(grid: int, border: int, **kw: object) -> AttributeHead:
@@ -112,38 +126,20 @@ def test_the_choice_is_saved_and_old_files_read_as_mean(tmp_path) -> None:
 
 
 def test_the_lse_truth_budget_sets_it_for_every_stage_and_the_paper_keeps_the_mean(tmp_path) -> None:
-    from pathlib import Path
-
-    from siam.quickstart import RECIPE, stage_configs
     from siam.training.config import STAGES, load_config
-    from siam.truth.config import read_budget
 
-    root = Path(__file__).resolve().parents[2]
-    _, budget = read_budget(root / "configs" / "truth_quick_lse.yaml")
-    _, quick = read_budget("quick")
-    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
-    raw, overrides = budget.recipe(RECIPE)
-    cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
+    cfgs = _budget_stage_configs("truth_quick_lse.yaml", tmp_path)
     assert all((c.model.presence_pooling, c.model.presence_lse_r) == ("lse", 10.0) for c in cfgs.values())
     for stage in STAGES:
-        assert load_config(root / "configs" / "paper.yaml", stage=stage).model.presence_pooling == "mean"
+        assert load_config(ROOT / "configs" / "paper.yaml", stage=stage).model.presence_pooling == "mean"
 
 
 def test_the_128px_truth_budget_pools_a_16x16_feature_grid_to_the_planted_8x8(tmp_path) -> None:
     """configs/truth_quick_128px.yaml: 128 px input, model grid 8; each map cell is the mean of
     2x2 ReLU cells of the tiny backbone's 16x16 grid (hand-pooled here), presence the mean of those."""
-    from pathlib import Path
-
-    from siam.quickstart import RECIPE, stage_configs
     from siam.training.engine import build_stage_model
-    from siam.truth.config import read_budget
 
-    root = Path(__file__).resolve().parents[2]
-    _, budget = read_budget(root / "configs" / "truth_quick_128px.yaml")
-    _, quick = read_budget("quick")
-    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
-    raw, overrides = budget.recipe(RECIPE)
-    cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
+    cfgs = _budget_stage_configs("truth_quick_128px.yaml", tmp_path)
     assert all((c.preprocessing.resize, c.preprocessing.crop) == (128, 128) for c in cfgs.values())
     siam_cfgs = [c for s, c in cfgs.items() if s != "baseline"]
     assert all((c.model.grid, c.model.border, c.model.presence_pooling) == (8, 0, "mean") for c in siam_cfgs)
