@@ -31,7 +31,9 @@ _COMMON: dict[str, Any] = {
     },
     "model": {
         "backbone": "resnet50", "pretrained": "imagenet", "grid": 15, "border": 2, "presence": "tanh",
-        "presence_denominator": "centre", "template_init": 0.01, "predict_variance": False,
+        "presence_denominator": "centre",
+        "presence_pooling": "mean", "presence_lse_r": 10.0,  # the paper: the mean (lse is an option)
+        "template_init": 0.01, "predict_variance": False,
     },
     # mean/std null = the backbone's (ImageNet's for ResNet-50)
     "preprocessing": {"resize": 500, "crop": 450, "max_rotation": 5.0, "hflip": True, "mean": None, "std": None},

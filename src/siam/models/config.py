@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 ModelKind = Literal["siam", "baseline"]
 PresenceDenominator = Literal["centre", "grid"]
+PresencePooling = Literal["mean", "lse"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class ModelConfig:
     whose average pooling includes the zeroed border). Files without the key load as ``"centre"``.
     ``targets``: the names of the T scores g predicts (one set of templates, w and b each); files
     written before several targets load as one target, ``("score",)``.
+    ``presence_pooling``: ``"mean"`` (the paper) or ``"lse"`` (log-sum-exp over the same cells with
+    sharpness ``presence_lse_r``; not in the paper). Files without the keys load as ``"mean"``.
     """
 
     kind: ModelKind = "siam"
@@ -28,6 +31,8 @@ class ModelConfig:
     border: int = 2
     presence: Literal["tanh", "sigmoid"] = "tanh"
     presence_denominator: PresenceDenominator = "centre"
+    presence_pooling: PresencePooling = "mean"
+    presence_lse_r: float = 10.0
     template_init: float = 0.01
     predict_variance: bool = False
     targets: tuple[str, ...] = ("score",)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -20,6 +21,7 @@ from torch import nn
 
 PresenceActivation = Literal["tanh", "sigmoid"]
 PresenceDenominator = Literal["centre", "grid"]
+PresencePooling = Literal["mean", "lse"]
 
 __all__ = ["AttributeHead", "TemplateHead", "border_mask"]
 
@@ -51,6 +53,12 @@ class AttributeHead(nn.Module):
     ``tanh``: the maps are non-negative, so the mean is >= 0 and a sigmoid could never go below 0.5,
     making "absent" (label 0) unreachable, while tanh(0) = 0. The paper writes sigmoid; the
     authors' code uses tanh. ``sigmoid`` is available for comparison.
+
+    ``presence_pooling="lse"`` (not in the paper; off by default) replaces the mean by log-sum-exp
+    pooling over the same n cells (Pinheiro & Collobert, CVPR 2015):
+    ``(1 / r) log((1 / n) sum_c exp(r A_c))`` with ``r = presence_lse_r``. It lies between the mean
+    (r -> 0) and the max (r -> inf), so with a large r raising the presence asks for a few strong
+    cells rather than mass everywhere, and its gradient goes mostly to the strongest cells.
     """
 
     def __init__(
@@ -62,8 +70,16 @@ class AttributeHead(nn.Module):
         border: int = 2,
         presence: PresenceActivation = "tanh",
         presence_denominator: PresenceDenominator = "centre",
+        presence_pooling: PresencePooling = "mean",
+        presence_lse_r: float = 10.0,
     ) -> None:
         super().__init__()
+        if presence_pooling not in ("mean", "lse"):
+            raise ValueError(f"presence_pooling must be 'mean' or 'lse', got {presence_pooling!r}")
+        if not presence_lse_r > 0 or presence_lse_r == float("inf"):
+            raise ValueError(f"presence_lse_r must be a finite number > 0, got {presence_lse_r!r}")
+        self.presence_pooling: PresencePooling = presence_pooling
+        self.presence_lse_r = float(presence_lse_r)
         if presence not in ("tanh", "sigmoid"):
             raise ValueError(f"presence must be 'tanh' or 'sigmoid', got {presence!r}")
         if presence_denominator not in ("centre", "grid"):
@@ -89,9 +105,20 @@ class AttributeHead(nn.Module):
         if maps.shape[-2:] != (self.grid, self.grid):
             maps = F.adaptive_avg_pool2d(maps, self.grid)  # (B, K, m, m)
         maps = maps * self.mask.to(maps.dtype)  # (B, K, m, m), border zeroed out of place
-        pooled = maps.sum(dim=(2, 3)) / self.presence_cells  # (B, K) mean over the centre (or the grid)
+        if self.presence_pooling == "lse":
+            pooled = self._lse_pool(maps)  # (B, K) between the mean and the max of the n cells
+        else:
+            pooled = maps.sum(dim=(2, 3)) / self.presence_cells  # (B, K) mean over the centre (or the grid)
         presence = torch.tanh(pooled) if self.presence_activation == "tanh" else torch.sigmoid(pooled)
         return maps, presence
+
+    def _lse_pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, m, m) -> (B, K): (1/r) log(mean over the n presence cells of exp(r A))."""
+        flat = maps.flatten(2)  # (B, K, m*m)
+        if self.presence_denominator == "centre":
+            flat = flat[..., self.mask.flatten() > 0]  # (B, K, n) the centre cells only
+        r = self.presence_lse_r
+        return (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r  # (B, K)
 
 
 class TemplateHead(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 from siam.data.transforms import Preprocessing
 from siam.models.backbones import Backbone, BackboneSpec, build_backbone, check_backbone_name
 from siam.models.config import ModelConfig, check_target_names
-from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, TemplateHead
+from siam.models.heads import AttributeHead, PresenceActivation, PresenceDenominator, PresencePooling, TemplateHead
 from siam.models.timm_backbones import check_input_size, default_grid, is_timm_name
 from siam.vocab import validate_attributes
 
@@ -143,7 +143,8 @@ class SIAM(nn.Module):
         self.backbone = backbone
         self.attribute_head = AttributeHead(
             backbone.out_channels, k, grid=config.grid, border=config.border, presence=config.presence,
-            presence_denominator=config.presence_denominator,
+            presence_denominator=config.presence_denominator, presence_pooling=config.presence_pooling,
+            presence_lse_r=config.presence_lse_r,
         )
         self.template_head = TemplateHead(
             k,
@@ -234,6 +235,8 @@ def build_model(
     border: int = 2,
     presence: PresenceActivation = "tanh",
     presence_denominator: PresenceDenominator = "centre",
+    presence_pooling: PresencePooling = "mean",
+    presence_lse_r: float = 10.0,
     template_init: float = 0.01,
     bias: float | Sequence[float] = 0.0,
     predict_variance: bool = False,
@@ -254,6 +257,8 @@ def build_model(
         presence: ``"tanh"`` (default, as the authors' code) or ``"sigmoid"`` (as the paper text).
         presence_denominator: presence = act(sum of the map / n), n = the centre cells
             (``"centre"``, default) or all m^2 cells (``"grid"``, as the authors' code).
+        presence_pooling: ``"mean"`` (the paper) or ``"lse"``: act((1/r) log mean exp(r A)) over the
+            same n cells, r = ``presence_lse_r`` (not in the paper; sharper maps, see README).
         template_init: the constant all templates start from (no randomness).
         bias: initial b (one float, or one per target); set it to the mean training score.
         predict_variance: also predict the vote variance.
@@ -286,6 +291,8 @@ def build_model(
         border=border,
         presence=presence,
         presence_denominator=presence_denominator,
+        presence_pooling=presence_pooling,
+        presence_lse_r=float(presence_lse_r),
         template_init=template_init,
         predict_variance=predict_variance,
         targets=check_target_names(list(targets)),

@@ -16,6 +16,7 @@ and what is allowed. The resolved config (``TrainConfig.to_dict()``) is saved in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -91,7 +92,10 @@ class ModelSection:
     ``timm:<name>``; ``pretrained``: false, "imagenet" (for timm backbones also "timm") or a path.
 
     ``presence_denominator``: ``"centre"`` (presence = tanh of the mean over the (m - 2 border)^2
-    centre cells) or ``"grid"`` (sum / m^2, as the authors' code).
+    centre cells) or ``"grid"`` (sum / m^2, as the authors' code). ``presence_pooling``: ``"mean"``
+    (the paper) or ``"lse"``: log-sum-exp pooling over the same cells with sharpness
+    ``presence_lse_r`` (> 0; between the mean and the max; not in the paper, see
+    :class:`siam.models.heads.AttributeHead`).
     """
 
     backbone: str = "resnet50"
@@ -100,6 +104,8 @@ class ModelSection:
     border: int = 2
     presence: Literal["tanh", "sigmoid"] = "tanh"
     presence_denominator: Literal["centre", "grid"] = "centre"
+    presence_pooling: Literal["mean", "lse"] = "mean"
+    presence_lse_r: float = 10.0
     template_init: float = 0.01
     predict_variance: bool = False
 
@@ -342,6 +348,8 @@ def _check_values(cfg: TrainConfig) -> None:
          d.balanced_sampling, "null or a target rate in (0, 1)")
     need(isinstance(o.presence_pos_weight, str) or o.presence_pos_weight > 0, "optim.presence_pos_weight",
          o.presence_pos_weight, "'none', 'balanced' or a float > 0")
+    need(0 < cfg.model.presence_lse_r < math.inf, "model.presence_lse_r", cfg.model.presence_lse_r,
+         "a finite float > 0")
     need(o.lr > 0, "optim.lr", o.lr, "a positive float")
     need(o.lr_decay_every >= 0, "optim.lr_decay_every", o.lr_decay_every, "epochs >= 0 (0: constant)")
     need(0 < o.lr_decay_gamma <= 1, "optim.lr_decay_gamma", o.lr_decay_gamma, "a factor in (0, 1]")

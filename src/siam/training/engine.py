@@ -65,7 +65,8 @@ def build_stage_model(
     names = cfg.attributes or attributes
     return build_model(
         backbone=m.backbone, attributes=names, pretrained=m.pretrained, grid=m.grid, border=m.border,
-        presence=m.presence, presence_denominator=m.presence_denominator, template_init=m.template_init,
+        presence=m.presence, presence_denominator=m.presence_denominator,
+        presence_pooling=m.presence_pooling, presence_lse_r=m.presence_lse_r, template_init=m.template_init,
         predict_variance=m.predict_variance,
         preprocessing=pre, targets=targets,
     )
