@@ -44,7 +44,7 @@ def chromium_path() -> Path:
 
 
 def test_browser_upload_explain_intervene_and_error(live_server, chromium_path, photo_path, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = live_server.url
     shots = Path(os.environ.get("SIAM_SCREENSHOT_DIR") or tmp_path)
@@ -54,92 +54,85 @@ def test_browser_upload_explain_intervene_and_error(live_server, chromium_path, 
     problems: list[str] = []
     expect.set_options(timeout=TIMEOUT_MS)
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium_path), args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on(
-                "console",
-                lambda msg: msg.type == "error"
-                and "status of 415" not in msg.text  # the deliberate bad upload below
-                and problems.append(f"console: {msg.text}"),
-            )
-            page.on("request", lambda req: req.url.startswith(base) or problems.append(f"external: {req.url}"))
+    with _chromium_page(chromium_path, problems) as page:
+        page.on(
+            "console",
+            lambda msg: msg.type == "error"
+            and "status of 415" not in msg.text  # the deliberate bad upload below
+            and problems.append(f"console: {msg.text}"),
+        )
+        page.on("request", lambda req: req.url.startswith(base) or problems.append(f"external: {req.url}"))
 
-            page.goto(f"{base}/")
-            expect(page.locator("#gallery canvas")).to_have_count(6)  # template gallery from /v1/model
-            expect(page.locator("#model-info")).to_contain_text("6 attributes")
-            expect(page.locator("#target-picker")).to_be_hidden()  # one target: no selector
+        page.goto(f"{base}/")
+        expect(page.locator("#gallery canvas")).to_have_count(6)  # template gallery from /v1/model
+        expect(page.locator("#model-info")).to_contain_text("6 attributes")
+        expect(page.locator("#target-picker")).to_be_hidden()  # one target: no selector
 
-            # 1. upload a real photo: a score, an overlay, framed top attributes
-            page.set_input_files("#file-input", str(photo_path))
-            expect(page.locator("#result")).to_be_visible()
-            expect(page.locator("#score")).to_have_text(SCORE_RE)
-            page.wait_for_function(
-                "() => { const i = document.getElementById('overlay');"
-                " return i.src.startsWith('data:image/png') && i.complete && i.naturalWidth > 0; }"
-            )
-            assert page.locator("#top-cards .card.raise-frame").count() >= 1
-            assert page.locator("#top-cards .card.lower-frame").count() >= 1
-            border = page.locator("#top-cards .card.raise-frame").first.evaluate(
-                "el => getComputedStyle(el).borderTopColor"
-            )
-            assert border == "rgb(27, 120, 55)", border  # green frame for "raises the score"
-            score = float(page.locator("#score").inner_text())
+        # 1. upload a real photo: a score, an overlay, framed top attributes
+        page.set_input_files("#file-input", str(photo_path))
+        expect(page.locator("#result")).to_be_visible()
+        expect(page.locator("#score")).to_have_text(SCORE_RE)
+        page.wait_for_function(
+            "() => { const i = document.getElementById('overlay');"
+            " return i.src.startsWith('data:image/png') && i.complete && i.naturalWidth > 0; }"
+        )
+        assert page.locator("#top-cards .card.raise-frame").count() >= 1
+        assert page.locator("#top-cards .card.lower-frame").count() >= 1
+        border = page.locator("#top-cards .card.raise-frame").first.evaluate(
+            "el => getComputedStyle(el).borderTopColor"
+        )
+        assert border == "rgb(27, 120, 55)", border  # green frame for "raises the score"
+        score = float(page.locator("#score").inner_text())
 
-            # 2. switch the top positive attribute off: the score drops, confirmed by the server
-            row = page.locator("#attributes tbody tr.raise-frame").first
-            name = row.get_attribute("data-name")
-            row.locator(".attr-toggle").uncheck()
-            expect(page.locator("#new-score")).to_have_attribute("data-source", "server")
-            expect(page.locator("#server-status")).to_contain_text("confirmed by the server")
-            new_score = float(page.locator("#new-score").inner_text())
-            status, expected = post_multipart(f"{base}/v1/intervene", photo_path.read_bytes(), remove=[name])
-            assert status == 200, expected
-            assert new_score < score
-            assert new_score == pytest.approx(expected["score"], abs=1e-3)
-            page.screenshot(path=str(shots / "serve_explained.png"), full_page=True)
+        # 2. switch the top positive attribute off: the score drops, confirmed by the server
+        row = page.locator("#attributes tbody tr.raise-frame").first
+        name = row.get_attribute("data-name")
+        row.locator(".attr-toggle").uncheck()
+        expect(page.locator("#new-score")).to_have_attribute("data-source", "server")
+        expect(page.locator("#server-status")).to_contain_text("confirmed by the server")
+        new_score = float(page.locator("#new-score").inner_text())
+        status, expected = post_multipart(f"{base}/v1/intervene", photo_path.read_bytes(), remove=[name])
+        assert status == 200, expected
+        assert new_score < score
+        assert new_score == pytest.approx(expected["score"], abs=1e-3)
+        page.screenshot(path=str(shots / "serve_explained.png"), full_page=True)
 
-            # 3. a text file: a visible error naming the problem
-            page.set_input_files("#file-input", str(text_file))
-            error = page.locator("#error")
-            expect(error).to_be_visible()
-            expect(error).to_contain_text("HTTP 415")
-            expect(error).to_contain_text("a text file")
-            expect(page.locator("#result")).to_be_hidden()
-            page.screenshot(path=str(shots / "serve_error.png"), full_page=False)
+        # 3. a text file: a visible error naming the problem
+        page.set_input_files("#file-input", str(text_file))
+        error = page.locator("#error")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("HTTP 415")
+        expect(error).to_contain_text("a text file")
+        expect(page.locator("#result")).to_be_hidden()
+        page.screenshot(path=str(shots / "serve_error.png"), full_page=False)
 
-            # 4. drag and drop a photo: the error goes away; scale a lowering attribute by 0.5
-            b64 = base64.b64encode(photo_path.read_bytes()).decode()
-            transfer = page.evaluate_handle(
-                """(b64) => {
-                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-                    const dt = new DataTransfer();
-                    dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
-                    return dt;
-                }""",
-                b64,
-            )
-            page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
-            expect(page.locator("#overlay-caption")).to_contain_text("dropped.jpg")
-            expect(error).to_be_hidden()
-            assert float(page.locator("#score").inner_text()) == score  # same photo, same score
-            row = page.locator("#attributes tbody tr.lower-frame").first
-            name = row.get_attribute("data-name")
-            row.locator(".attr-scale").evaluate(
-                "el => { el.value = '0.5'; el.dispatchEvent(new Event('input', { bubbles: true })); }"
-            )
-            expect(page.locator("#server-status")).to_contain_text("confirmed by the server")
-            expect(page.locator("#new-score")).to_have_attribute("data-source", "server")
-            status, expected = post_multipart(f"{base}/v1/intervene", photo_path.read_bytes(), scale={name: 0.5})
-            assert status == 200, expected
-            scaled = float(page.locator("#new-score").inner_text())
-            assert scaled > score  # half of a negative contribution removed
-            assert scaled == pytest.approx(expected["score"], abs=1e-3)
-        finally:
-            browser.close()
+        # 4. drag and drop a photo: the error goes away; scale a lowering attribute by 0.5
+        b64 = base64.b64encode(photo_path.read_bytes()).decode()
+        transfer = page.evaluate_handle(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+                return dt;
+            }""",
+            b64,
+        )
+        page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+        expect(page.locator("#overlay-caption")).to_contain_text("dropped.jpg")
+        expect(error).to_be_hidden()
+        assert float(page.locator("#score").inner_text()) == score  # same photo, same score
+        row = page.locator("#attributes tbody tr.lower-frame").first
+        name = row.get_attribute("data-name")
+        row.locator(".attr-scale").evaluate(
+            "el => { el.value = '0.5'; el.dispatchEvent(new Event('input', { bubbles: true })); }"
+        )
+        expect(page.locator("#server-status")).to_contain_text("confirmed by the server")
+        expect(page.locator("#new-score")).to_have_attribute("data-source", "server")
+        status, expected = post_multipart(f"{base}/v1/intervene", photo_path.read_bytes(), scale={name: 0.5})
+        assert status == 200, expected
+        scaled = float(page.locator("#new-score").inner_text())
+        assert scaled > score  # half of a negative contribution removed
+        assert scaled == pytest.approx(expected["score"], abs=1e-3)
     assert not problems, problems
     assert (shots / "serve_explained.png").stat().st_size > 10_000
 
