@@ -144,3 +144,11 @@ def test_rare_attribute_options_default_to_the_paper() -> None:
     cfg = config_from_dict({})
     assert cfg.data.balanced_sampling is None and cfg.optim.presence_pos_weight == "none"
     assert config_from_dict({"optim": {"presence_pos_weight": 3}}).optim.presence_pos_weight == 3.0
+
+
+def test_truth_budget_with_positive_weights_sets_the_key_in_every_stage(tmp_path) -> None:
+    """configs/truth_quick_pos_weight.yaml = the quick budget + optim.presence_pos_weight=balanced."""
+    from tests.models.test_presence_pooling import _budget_stage_configs
+
+    cfgs = _budget_stage_configs("truth_quick_pos_weight.yaml", tmp_path)
+    assert cfgs and all(c.optim.presence_pos_weight == "balanced" for c in cfgs.values())
