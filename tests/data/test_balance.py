@@ -146,9 +146,14 @@ def test_rare_attribute_options_default_to_the_paper() -> None:
     assert config_from_dict({"optim": {"presence_pos_weight": 3}}).optim.presence_pos_weight == 3.0
 
 
-def test_truth_budget_with_positive_weights_sets_the_key_in_every_stage(tmp_path) -> None:
-    """configs/truth_quick_pos_weight.yaml = the quick budget + optim.presence_pos_weight=balanced."""
+@pytest.mark.parametrize(("name", "key", "value"), [
+    ("truth_quick_pos_weight.yaml", "optim.presence_pos_weight", "balanced"),
+    ("truth_quick_balanced.yaml", "data.balanced_sampling", 0.1),
+])
+def test_truth_budgets_for_rare_attributes_set_their_key_in_every_stage(tmp_path, name, key, value) -> None:
+    """configs/truth_quick_{pos_weight,balanced}.yaml = the quick budget + one rare-attribute option."""
     from tests.models.test_presence_pooling import _budget_stage_configs
 
-    cfgs = _budget_stage_configs("truth_quick_pos_weight.yaml", tmp_path)
-    assert cfgs and all(c.optim.presence_pos_weight == "balanced" for c in cfgs.values())
+    section, field = key.split(".")
+    cfgs = _budget_stage_configs(name, tmp_path)
+    assert cfgs and all(getattr(getattr(c, section), field) == value for c in cfgs.values())
