@@ -23,6 +23,7 @@ from siam.data.son_attributes import SonAttributeSet
 from siam.data.sun_attributes import SunAttributes
 from siam.data.to_csv import convert_to_csv
 from siam.data.transforms import Preprocessing, eval_transform
+from siam.errors import DatasetError
 
 from ..training.helpers import NAMES, write_folder
 from ._fakes import SMALL
@@ -131,3 +132,19 @@ def test_each_reader_holds_the_targets_of_its_format(readers: dict[str, ImageDat
     csv = readers["csv"]  # attribute rows and target rows: both kinds of items are there
     assert any(csv[i].attributes is not None for i in range(len(csv)))
     assert any(csv[i].score is not None for i in range(len(csv)))
+
+
+def test_layout_readers_pick_the_folder_layout(tmp_path: Path) -> None:
+    """son_reader / sun_reader read either layout by its contents, with the same images and labels."""
+    from siam.data.readers import son_reader, sun_reader
+
+    data = write_folder(tmp_path / "data", n_sun=8, n_son=8)
+    convert_to_csv(data, tmp_path / "csv")
+    son = {name: son_reader(tmp_path / name, "all") for name in ("data", "csv")}
+    sun = {name: sun_reader(tmp_path / name, "all") for name in ("data", "csv")}
+    assert isinstance(son["data"], ScenicOrNot) and isinstance(son["csv"], CsvDataset)
+    assert isinstance(sun["data"], SunAttributes) and isinstance(sun["csv"], CsvDataset)
+    assert torch.equal(son["data"].scores, son["csv"].scores)
+    assert torch.equal(sun["data"].labels, sun["csv"].labels)
+    with pytest.raises(DatasetError):
+        son_reader(tmp_path / "nothing-here", "all")

@@ -26,14 +26,16 @@ Members, for a reader of ``n`` images and ``K = len(attributes)`` attributes:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from siam.data.samples import Sample, Source
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "son_reader", "sun_reader"]
 
 
 @runtime_checkable
@@ -61,3 +63,37 @@ class Reader(Protocol):
     def image_path(self, index: int) -> Path:
         """The image file of item ``index``."""
         ...
+
+
+def son_reader(
+    root: str | os.PathLike[str], split: str, *, transform: Any = None, seed: int = 0,
+    splits_file: str | os.PathLike[str] | None = None,
+) -> Reader:
+    """The ScenicOrNot-role reader of a data folder in either layout (detected from its contents,
+    :func:`siam.data.csv_folder.data_layout`): ``root/son`` or the rows of targets.csv (rows
+    without a ``split`` drawn with ``seed``, or read from ``splits_file``)."""
+    from siam.data.csv_folder import CsvDataset, data_layout
+
+    r = Path(root)
+    if data_layout(r) == "csv":
+        return CsvDataset(r, split, rows="targets", transform=transform, seed=seed, splits_file=splits_file)
+    from siam.data.scenic_or_not import ScenicOrNot
+
+    return ScenicOrNot(r / "son", split, transform=transform)
+
+
+def sun_reader(
+    root: str | os.PathLike[str], split: str, *, attributes: Sequence[str] | None = None, transform: Any = None,
+    seed: int = 0,
+) -> Reader:
+    """The SUN-role reader of a data folder in either layout: ``root/sun`` or the rows of
+    attributes.csv (rows without a ``split`` drawn with ``seed``)."""
+    from siam.data.csv_folder import CsvDataset, data_layout
+
+    r = Path(root)
+    if data_layout(r) == "csv":
+        return CsvDataset(r, split, rows="attributes", attributes=attributes, transform=transform, seed=seed)
+    from siam.data.sun_attributes import SunAttributes
+
+    return SunAttributes(r / "sun", split, transform=transform, attributes=attributes)
+

@@ -290,10 +290,10 @@ def _faithfulness(
     model = models[siam_name]
     son_p = Path(son) if son else (Path(data) / "son" if data else None)
     if data and not son and data_layout(data) == "csv":
-        from siam.data.csv_folder import CsvDataset
+        from siam.data.readers import son_reader
 
-        ds: Any = CsvDataset(data, split, rows="targets", transform=eval_transform(model.preprocessing),
-                             seed=split_seed, splits_file=splits)
+        ds: Any = son_reader(data, split, transform=eval_transform(model.preprocessing), seed=split_seed,
+                             splits_file=splits)
     elif son_p is None or not son_p.exists():
         raise ConfigError("--faithfulness needs ScenicOrNot images: give --data DIR or --son DIR")
     else:

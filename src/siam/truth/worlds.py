@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from siam.data.readers import son_reader, sun_reader
 from siam.errors import DatasetError
 from siam.evaluation.planted import PlantedTruth, load_csv_truth, load_truth
 
@@ -52,29 +52,9 @@ def require_truth(root: str | os.PathLike[str], *, what: str) -> PlantedTruth:
     return truth
 
 
-def son_set(root: str | os.PathLike[str], split: str, *, transform: Any = None, seed: int = 0) -> Any:
-    """The ScenicOrNot-role images of ``split`` (``ids``, ``scores``, items): ``son/`` or targets.csv."""
-    r = Path(root)
-    if _layout(r) == "csv":
-        from siam.data.csv_folder import CsvDataset
-
-        return CsvDataset(r, split, rows="targets", transform=transform, seed=seed)
-    from siam.data.scenic_or_not import ScenicOrNot
-
-    return ScenicOrNot(r / "son", split, transform=transform)
-
-
-def sun_set(root: str | os.PathLike[str], split: str, *, attributes: Sequence[str] | None = None,
-            transform: Any = None, seed: int = 0) -> Any:
-    """The SUN-role images of ``split`` (``ids``, ``labels`` (n, K), items): ``sun/`` or attributes.csv."""
-    r = Path(root)
-    if _layout(r) == "csv":
-        from siam.data.csv_folder import CsvDataset
-
-        return CsvDataset(r, split, rows="attributes", attributes=attributes, transform=transform, seed=seed)
-    from siam.data.sun_attributes import SunAttributes
-
-    return SunAttributes(r / "sun", split, transform=transform, attributes=attributes)
+#: The world's ScenicOrNot-role / SUN-role images of a split, in either layout (``siam.data.readers``).
+son_set = son_reader
+sun_set = sun_reader
 
 
 def attribute_names(root: str | os.PathLike[str], attributes: Sequence[str] | None = None) -> tuple[str, ...]:
