@@ -116,8 +116,11 @@ def test_cli_masks_from_ade20k(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no ADE20K *_seg.png files found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("name", "fraction"), [("truth_quick_masks.yaml", 1.0), ("truth_quick_masks10.yaml", 0.1)])
-def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, fraction: float) -> None:
+@pytest.mark.parametrize(("name", "weight", "fraction"), [
+    ("truth_quick_masks.yaml", 0.1, 1.0), ("truth_quick_masks10.yaml", 0.1, 0.1),
+    ("truth_quick_masks_w003.yaml", 0.03, 1.0), ("truth_quick_masks_w03.yaml", 0.3, 1.0),
+])
+def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, weight: float, fraction: float) -> None:
     from siam.quickstart import RECIPE, stage_configs
     from siam.truth.config import read_budget
 
@@ -127,7 +130,7 @@ def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, f
     assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
     raw, overrides = budget.recipe(RECIPE)
     cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
-    assert all(c.optim.mask_weight == 0.1 and c.data.mask_fraction == fraction for c in cfgs.values())
+    assert all(c.optim.mask_weight == weight and c.data.mask_fraction == fraction for c in cfgs.values())
 
 
 def test_the_paper_recipe_has_no_mask_supervision() -> None:

@@ -135,7 +135,8 @@ def test_mask_weight_adds_the_mask_term_to_l_sun() -> None:
     out = module.model(batch.image)
     valid = batch.masks_valid & batch.attributes_mask[:, None]
     assert valid[3].sum() == 0 and not bool(valid[1, 1])  # row 3 has no masks, row 1 no mask for 'green'
-    expected = mask_loss(out.maps, batch.masks, valid, border=0)
+    # a mean over the 4 labelled images, row 3 (no mask) adding 0: 3/4 of the mean over masked rows
+    expected = 0.75 * mask_loss(out.maps, batch.masks, valid, border=0)
     assert terms["mask"].item() == pytest.approx(expected.item(), rel=1e-5) and terms["mask"].item() > 0
     assert terms["total"].item() == pytest.approx(terms["sun"].item() + 0.5 * terms["mask"].item(), rel=1e-5)
     # masks pooled to another grid are refused with a clear message
@@ -153,3 +154,26 @@ def test_collate_carries_masks_and_marks_rows_without_them() -> None:
     assert batch.masks[3].abs().sum() == 0
     assert collate(samples("sun", 2)).masks is None
     assert batch.image.shape[-1] == SIZE
+
+
+def test_each_masked_image_pulls_alike_whatever_the_mask_fraction() -> None:
+    """A batch where one image in four has masks gives that image the same gradient as a batch where
+    all four have masks (the term is a mean over the labelled images, not over the masked ones), and
+    with masks everywhere the term is plain mask_loss."""
+    module = _module(1.0)
+    full = _sun_batch(True)
+    full.masks_valid[:] = True
+    g = torch.Generator().manual_seed(5)
+    full.masks = (torch.rand(full.masks.shape, generator=g) > 0.5).float()
+    out = module.model(full.image)
+    terms = module.compute_losses({"sun": full})
+    assert terms["mask"].item() == pytest.approx(mask_loss(out.maps, full.masks, full.masks_valid).item(), rel=1e-5)
+    sparse = _sun_batch(True)
+    sparse.masks, sparse.masks_valid = full.masks.clone(), full.masks_valid.clone()
+    sparse.masks_valid[1:] = False
+    sparse.masks[1:] = 0
+    per_image = [mask_loss(out.maps[i:i + 1], full.masks[i:i + 1], full.masks_valid[i:i + 1]) for i in range(4)]
+    t_sparse = module.compute_losses({"sun": sparse})["mask"]
+    # mean over the 4 labelled images of each one's own term (valid pairs per row are equal here)
+    assert t_sparse.item() == pytest.approx(per_image[0].item() / 4, rel=1e-5)
+    assert terms["mask"].item() == pytest.approx(sum(p.item() for p in per_image) / 4, rel=1e-5)

@@ -161,6 +161,11 @@ def test_bad_flags_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["truth", "--out", str(tmp_path / "a"), "--data", str(tmp_path / "c"), "--budget", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "has no planted truth" in err and "siam truth" in err and "siam data to-csv --data WORLD" in err
+    # --set: a bad key or a missing '=' is refused before any world is generated
+    assert main(["truth", "--out", str(tmp_path / "s"), "--budget", "tiny", "--set", "optim.no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err and not (tmp_path / "s" / "data").exists()
+    assert main(["truth", "--out", str(tmp_path / "s"), "--budget", "tiny", "--set", "optim.mask_weight"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
 
 
 # --- a tiny end-to-end run ------------------------------------------------------------------------
@@ -239,9 +244,15 @@ def test_bootstrap_mean_ap_agrees_with_sklearn_without_ties() -> None:
 
 def test_data_flag_uses_the_folders_own_test_split(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "on_data"
-    assert main(["truth", "--out", str(out), "--data", str(tiny_run / "data"), "--budget", "tiny", "--seeds", "1"]) == 0
+    assert main(["truth", "--out", str(out), "--data", str(tiny_run / "data"), "--budget", "tiny", "--seeds", "1",
+                 "--set", "optim.son_weight=0.2"]) == 0
     r = json.loads((out / "truth.json").read_text())
     assert r["worlds"]["test_split"] == "test" and r["worlds"]["train"] == str(tiny_run / "data")
+    # --set: after the budget's own overrides, in the budget's name, and in every stage's recipe
+    assert r["budget"] == "tiny + optim.son_weight=0.2" and r["budget_config"]["overrides"][-1] == "optim.son_weight=0.2"
+    from siam.checkpoint import read_meta
+
+    assert read_meta(out / "seed_0" / "joint" / "model.safetensors")["train_config"]["optim"]["son_weight"] == 0.2
     assert r["test_counts"]["split"] == "test" and not (out / "test_world").exists()
     assert any("own test split" in n for n in r["notes"])
     # written by siam synth: the generator can still re-render it and build the decorrelated world
@@ -287,7 +298,7 @@ def test_help_names_the_flags_and_budgets(capsys: pytest.CaptureFixture[str]) ->
         main(["truth", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--out", "--data", "--seeds", "--budget", "quick", "full"):
+    for flag in ("--out", "--data", "--seeds", "--budget", "--set", "quick", "full"):
         assert flag in text
 
 
@@ -309,6 +320,7 @@ def test_seed_stats_and_where_the_gaps_are() -> None:
     gaps = _gaps(report)
     assert "The gap to the oracle (0.250) is f's" in gaps[0] and "(0.050) is g's recipe" in gaps[0]
     assert gaps[1].startswith("template_r: SIAM joint 0.200") and "(0.300) is f's" in gaps[1]
+    assert "oracle-f value is not an upper bound" in gaps[1] and "not an upper bound" not in gaps[0]
     assert "the gap (0.290) is f's alone" in gaps[2] and "the gap (0.300) is f's alone" in gaps[3]
 
 

@@ -188,7 +188,14 @@ class SiamModule(L.LightningModule):
                              f"({list(self.model.targets)}); the data and the model must have the same targets")
 
     def _mask_term(self, out: SIAMOutput, sun: Batch) -> torch.Tensor:
-        """mask_loss of the maps of the SUN rows that have labels and masks (optim.mask_weight)."""
+        """mask_loss of the maps of the SUN rows that have labels and masks (optim.mask_weight),
+        scaled by the share of the batch's labelled SUN rows that have a mask.
+
+        So the term is a mean over the labelled images, an image without a mask adding 0: each masked
+        image pulls as hard as under full supervision, whatever ``data.mask_fraction`` is. (A mean
+        over the masked rows alone would give the ~1.6 masked images of a 16-image batch at a 10 %
+        fraction ten times the pull, which wrecked f: SUN mAP 0.48 -> 0.26 on the planted world.)
+        With a mask for every labelled row the share is 1 and the term is plain mask_loss."""
         if sun.masks is None or sun.masks_valid is None:
             raise ValueError("a SUN batch without masks reached the mask loss")
         if sun.masks.shape != out.maps.shape:
@@ -197,7 +204,9 @@ class SiamModule(L.LightningModule):
                 "the masks must be pooled to the model's grid (model.grid) and attributes"
             )
         valid = sun.masks_valid & sun.attributes_mask[:, None]  # (B, K)
-        return mask_loss(out.maps, sun.masks, valid, border=self.model.config.border)
+        labelled = int(sun.attributes_mask.sum())
+        share = float(valid.any(1).sum()) / max(labelled, 1)  # masked share of the labelled rows
+        return share * mask_loss(out.maps, sun.masks, valid, border=self.model.config.border)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         batches = _as_dict(batch)

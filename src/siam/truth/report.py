@@ -217,6 +217,10 @@ def _gaps(report: Mapping[str, Any]) -> list[str]:
         out.append(f"{metric}: SIAM joint {_f(m)}, no finetuning {_f(n)}, oracle-f (perfect f, same g recipe) {_f(o)}. "
                    f"The gap to the oracle ({_f(o - m)}) is f's: g trained the same way on perfect maps reaches "
                    f"{_f(o)}; the gap from the oracle to 1 ({_f(1 - o)}) is g's recipe, the noise and the data size.")
+        if metric == "template_r":
+            out[-1] += (" For template_r the oracle-f value is not an upper bound: a template follows where its map "
+                        "puts the mass, and g over a real f's maps can exceed it (README \"Why template_r swings\"; "
+                        "`python -m siam.truth.spread DIR` refits g over fixed inputs to split g's spread from f's).")
     for metric in ("sun_map", "mass_in_mask"):
         m, c = joint[metric]["mean"], ceil[metric]["mean"]
         if m is not None and c is not None:

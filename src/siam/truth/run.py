@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="quick", metavar="quick|full|tiny|YAML",
                         help="quick (default: ~30 min on 2 CPU cores), full (a GPU), tiny (smoke tests), "
                         "or a YAML file of budget keys (configs/truth_quick.yaml shows them)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="a training-recipe key for every stage, after the budget's overrides (repeatable; "
+                        "'stages.<stage>.KEY=VALUE' reaches one stage), e.g. --set optim.mask_weight=0.03; "
+                        "recorded in truth.json (budget_config.overrides) and in the budget's name")
 
 
 class _Progress:
@@ -292,8 +296,12 @@ def truth(
     data: str | os.PathLike[str] | None = None,
     seeds: int | None = None,
     budget: str = "quick",
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run everything; returns the truth report (also written to ``out/truth.{json,md}``)."""
+    """Run everything; returns the truth report (also written to ``out/truth.{json,md}``).
+
+    ``overrides``: ``KEY=VALUE`` recipe keys for every stage, applied after the budget's own (``siam
+    truth --set``); checked against the training config before any world is generated."""
     import torch
 
     from siam.checkpoint import load_checkpoint
@@ -313,6 +321,8 @@ def truth(
     start = time.perf_counter()
     say = _Progress()
     budget_name, b = read_budget(budget)
+    if overrides:
+        b, budget_name = _with_overrides(b, budget_name, overrides, RECIPE, stage_configs)
     n_seeds = b.seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ConfigError(f"--seeds must be an integer >= 1, got {seeds!r}")
@@ -494,10 +504,27 @@ def truth(
     return report
 
 
+def _with_overrides(b: Any, name: str, overrides: Sequence[str], recipe: Any, stage_configs: Callable[..., Any]) -> tuple[Any, str]:
+    """The budget with ``overrides`` appended to its own, and its name with them; every key is checked
+    by building the four stages' configs (an unknown key or a bad value is a ConfigError now, not
+    after the worlds are generated)."""
+    import tempfile
+
+    bad = [o for o in overrides if not isinstance(o, str) or "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.mask_weight=0.03), got {bad}")
+    b = dataclasses.replace(b, overrides=(*b.overrides, *overrides))
+    raw, ov = b.recipe(recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage_configs(Path(tmp), Path(tmp) / "world", raw, list(ov))
+    return b, name + " + " + " ".join(overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
-    report = truth(args.out, data=args.data, seeds=args.seeds, budget=args.budget)
+    report = truth(args.out, data=args.data, seeds=args.seeds, budget=args.budget,
+                   overrides=getattr(args, "overrides", None) or ())
     for line in report.get("summary", []):
         print(line)
     return 0

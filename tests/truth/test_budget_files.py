@@ -1,0 +1,30 @@
+"""Budget files that change the quick budget's recipe in one place, and nowhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stage_configs(budget: str, tmp_path: Path) -> dict:
+    from siam.quickstart import RECIPE, stage_configs
+    from siam.truth.config import read_budget
+
+    _, b = read_budget(budget)
+    raw, overrides = b.recipe(RECIPE)
+    return stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
+
+
+def test_the_head18_budget_trains_g_alone_three_times_longer_and_changes_nothing_else(tmp_path) -> None:
+    """configs/truth_quick_head18.yaml: son-head 18 epochs instead of the quick budget's 6."""
+    head18 = _stage_configs(str(ROOT / "configs" / "truth_quick_head18.yaml"), tmp_path)
+    quick = _stage_configs("quick", tmp_path)
+    assert set(head18) == set(quick) and len(quick) == 4
+    assert (quick["son_head"].trainer.max_epochs, head18["son_head"].trainer.max_epochs) == (6, 18)
+    for stage, cfg in head18.items():
+        ref = quick[stage]
+        if stage == "son_head":
+            ref = dataclasses.replace(ref, trainer=dataclasses.replace(ref.trainer, max_epochs=18))
+        assert dataclasses.asdict(cfg) == dataclasses.asdict(ref), stage
