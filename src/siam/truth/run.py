@@ -322,7 +322,7 @@ def truth(
     say = _Progress()
     budget_name, b = read_budget(budget)
     if overrides:
-        b, budget_name = _with_overrides(b, budget_name, overrides, RECIPE, stage_configs)
+        b, budget_name = _with_overrides(b, budget_name, overrides)
     n_seeds = b.seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ConfigError(f"--seeds must be an integer >= 1, got {seeds!r}")
@@ -336,16 +336,18 @@ def truth(
     if data is None:
         world = out / "data"
         train_cfg = SynthConfig(n_sun=b.train_n_sun, n_son=b.train_n_son)
-        _generate(world, train_cfg, 0, b.synth_workers, say, "training world")
     else:
         world = Path(data)
         if not world.is_dir():
             raise DatasetError(f"--data {str(world)!r} is not a directory")
         _check_layout(world)  # either layout; its truth is required just below
         train_cfg = _synth_config(world)
-    truth_train = require_truth(world, what=TAG)
     raw, overrides = b.recipe(RECIPE)
+    # built before the world is generated: a bad recipe key (budget or --set) fails at once
     configs = {s: stage_configs(out / f"seed_{s}", world, raw, [*overrides, f"trainer.seed={s}"]) for s in range(n_seeds)}
+    if data is None:
+        _generate(world, train_cfg, 0, b.synth_workers, say, "training world")
+    truth_train = require_truth(world, what=TAG)
     probe = configs[0]["son_head"]
     split_seed = probe.data.split_seed  # a CSV folder's drawn split, as siam train draws it
 
@@ -504,20 +506,13 @@ def truth(
     return report
 
 
-def _with_overrides(b: Any, name: str, overrides: Sequence[str], recipe: Any, stage_configs: Callable[..., Any]) -> tuple[Any, str]:
-    """The budget with ``overrides`` appended to its own, and its name with them; every key is checked
-    by building the four stages' configs (an unknown key or a bad value is a ConfigError now, not
-    after the worlds are generated)."""
-    import tempfile
-
+def _with_overrides(b: Any, name: str, overrides: Sequence[str]) -> tuple[Any, str]:
+    """The budget with ``overrides`` appended to its own, and its name with them (the keys themselves
+    are checked when the stages' configs are built, before any world is generated)."""
     bad = [o for o in overrides if not isinstance(o, str) or "=" not in o or o.startswith("=")]
     if bad:
         raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.mask_weight=0.03), got {bad}")
-    b = dataclasses.replace(b, overrides=(*b.overrides, *overrides))
-    raw, ov = b.recipe(recipe)
-    with tempfile.TemporaryDirectory() as tmp:
-        stage_configs(Path(tmp), Path(tmp) / "world", raw, list(ov))
-    return b, name + " + " + " ".join(overrides)
+    return dataclasses.replace(b, overrides=(*b.overrides, *overrides)), name + " + " + " ".join(overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,28 +30,20 @@ __all__ = ["parse_variant", "refit_spread", "main"]
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """``"name:epochs=18,template_smoothness=3"`` -> ``("name", {"epochs": 18, ...})``; keys are
-    :class:`HeadRecipe` fields, values parsed as int, float or str (``"base"``: no change)."""
+    :class:`HeadRecipe` fields, values parsed as YAML (``"base"``: no change)."""
+    from siam.training.config import parse_override
+
     name, _, rest = text.partition(":")
-    fields = {f.name: f.type for f in dataclasses.fields(HeadRecipe)}
+    fields = {f.name for f in dataclasses.fields(HeadRecipe)}
     kw: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in fields:
+        key, eq, _ = item.partition("=")
+        if not eq or key.strip() not in fields:
             raise ConfigError(f"--variant {text!r}: {item!r} is not KEY=VALUE with KEY one of {sorted(fields)}")
-        kw[key] = _value(value.strip())
+        kw.update(parse_override(item))  # the value parsed as YAML, as siam train --set does
     if not name:
         raise ConfigError(f"--variant {text!r}: give it a name, e.g. 'head18:epochs=18'")
     return name, kw
-
-
-def _value(v: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 def refit_spread(x_train: Any, y_train: Any, x_test: Any, pooled_test: Any, truth: Any, names: Sequence[str], *,
