@@ -43,6 +43,7 @@ _COMMON: dict[str, Any] = {
         "template_smoothness": 0.0, "variance_weight": 0.0,
         "presence_pos_weight": "none",  # the paper: an unweighted BCE
         "mask_weight": 0.0,  # the paper: image-level labels only
+        "head_warmup_epochs": 0,  # the paper: f trains from the first step
     },
     "trainer": {
         "max_epochs": 30, "max_steps": -1, "accelerator": "auto", "devices": "auto", "num_nodes": 1,

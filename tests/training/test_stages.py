@@ -241,3 +241,63 @@ def test_target_0s_g_trains_as_alone_when_a_second_target_is_added() -> None:
         torch.testing.assert_close(params["two"][key], value, atol=1e-5, rtol=0, msg=key)
     t = params["one"]["templates"]
     assert t.std() > 1e-3 and (t > 0).any()  # trained, not collapsed to one value
+
+
+
+class _EpochStates(L.Callback):
+    """The backbone's weights, BatchNorm statistics and attribute head at the start of training and
+    at the end of each epoch, and whether Adam holds moments for the backbone's weights."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, dict[str, torch.Tensor]]] = []
+        self.backbone_moments: list[bool] = []
+
+    @staticmethod
+    def _snapshot(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+        return {
+            "weights": {k: v.detach().clone() for k, v in model.backbone.named_parameters()},
+            "stats": {k: v.clone() for k, v in model.backbone.named_buffers() if k.endswith("running_mean")},
+            "heads": {k: v.detach().clone() for k, v in model.named_parameters() if not k.startswith("backbone.")},
+        }
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.states.append(self._snapshot(pl_module.model))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.states.append(self._snapshot(pl_module.model))
+        opt = trainer.optimizers[0]
+        self.backbone_moments.append(any(opt.state.get(p) for p in pl_module.model.backbone.parameters()))
+
+
+def test_head_warmup_holds_the_backbone_for_its_epochs_then_trains_it(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "warm", "sun", optim={"head_warmup_epochs": 1}, trainer={"max_epochs": 2})
+    watch = _EpochStates()
+    fit(cfg, datamodule=_dm("sun"), attributes=NAMES, callbacks=[watch])
+    start, first, second = watch.states
+    # Epoch 0: the attribute layer alone; the backbone's weights held (Adam kept no moments for
+    # them), but its BatchNorm statistics tracked the batches.
+    assert not _changed(start["weights"], first["weights"])
+    assert _changed(start["heads"], first["heads"])
+    assert _changed(start["stats"], first["stats"])
+    assert watch.backbone_moments == [False, True]
+    # Epoch 1: the backbone trains.
+    assert _changed(first["weights"], second["weights"])
+    # Without the option the backbone moves in epoch 0 (the checks above are not vacuous).
+    plain = _EpochStates()
+    fit(tiny_config(tmp_path / "plain", "sun"), datamodule=_dm("sun"), attributes=NAMES, callbacks=[plain])
+    assert _changed(plain.states[0]["weights"], plain.states[1]["weights"])
+    assert plain.backbone_moments == [True]
+
+
+def test_head_warmup_in_the_joint_stage_trains_both_heads_and_is_checked(tmp_path: Path) -> None:
+    from siam.errors import ConfigError
+
+    cfg = tiny_config(tmp_path / "joint", "joint", optim={"head_warmup_epochs": 5})
+    watch = _EpochStates()
+    fit(cfg, datamodule=_dm("joint"), attributes=NAMES, son_train_mean=5.0, callbacks=[watch])
+    start, end = watch.states
+    assert not _changed(start["weights"], end["weights"])  # longer than the run: a probe of the heads
+    heads = {k for k in start["heads"] if _changed({k: start["heads"][k]}, {k: end["heads"][k]})}
+    assert any(k.startswith("attribute_head.") for k in heads) and any(k.startswith("template_head.") for k in heads)
+    with pytest.raises(ConfigError, match=r"optim.head_warmup_epochs: got -1; allowed: an integer >= 0"):
+        tiny_config(tmp_path / "bad", "sun", optim={"head_warmup_epochs": -1})

@@ -28,3 +28,16 @@ def test_the_head18_budget_trains_g_alone_three_times_longer_and_changes_nothing
         if stage == "son_head":
             ref = dataclasses.replace(ref, trainer=dataclasses.replace(ref.trainer, max_epochs=18))
         assert dataclasses.asdict(cfg) == dataclasses.asdict(ref), stage
+
+
+def test_the_warmup_budget_holds_the_backbone_for_two_sun_epochs_and_changes_nothing_else(tmp_path) -> None:
+    """configs/truth_quick_warmup.yaml: optim.head_warmup_epochs 2 in the sun stage only."""
+    warm = _stage_configs(str(ROOT / "configs" / "truth_quick_warmup.yaml"), tmp_path)
+    quick = _stage_configs("quick", tmp_path)
+    assert set(warm) == set(quick) and len(quick) == 4
+    assert (quick["sun"].optim.head_warmup_epochs, warm["sun"].optim.head_warmup_epochs) == (0, 2)
+    for stage, cfg in warm.items():
+        ref = quick[stage]
+        if stage == "sun":
+            ref = dataclasses.replace(ref, optim=dataclasses.replace(ref.optim, head_warmup_epochs=2))
+        assert dataclasses.asdict(cfg) == dataclasses.asdict(ref), stage

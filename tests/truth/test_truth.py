@@ -229,6 +229,23 @@ def test_rerun_reuses_finished_runs(tiny_run: Path, capsys: pytest.CaptureFixtur
     assert (tiny_run / "test_world" / "truth" / "meta.json").stat().st_mtime_ns == world
 
 
+def test_spread_refits_g_on_the_runs_own_inputs(tiny_run: Path) -> None:
+    """python -m siam.truth.spread on a finished run refits g over exactly the inputs the run used:
+    its oracle refits are the run's oracle-f ceiling seed for seed, and its refit over seed 1's
+    frozen f with seed 1 is the shuffled control's reference fit (true scores) of seed 1."""
+    from siam.truth.spread import main as spread_main
+
+    args = [str(tiny_run), "--budget", "tiny", "--inputs", "oracle", "--inputs", "f1", "--seeds", "2"]
+    assert spread_main(args) == 0
+    got = json.loads((tiny_run / "spread.json").read_text())["results"]
+    r = json.loads((tiny_run / "truth.json").read_text())
+    assert got["oracle/base"]["contribution_r"]["values"] == pytest.approx(r["ceilings"]["contribution_r"]["values"])
+    assert got["oracle/base"]["template_r"]["values"] == pytest.approx(r["ceilings"]["template_r"]["values"])
+    reference = r["controls"]["shuffled_scores"]["reference"]["contribution_r"]["values"]
+    assert got["f1/base"]["contribution_r"]["values"][1] == pytest.approx(reference[1])
+    assert got["f1/base"]["contribution_r"]["values"] != got["oracle/base"]["contribution_r"]["values"]
+
+
 def test_bootstrap_mean_ap_agrees_with_sklearn_without_ties() -> None:
     from sklearn.metrics import average_precision_score
 

@@ -166,6 +166,12 @@ class OptimConfig:
     ``mask_weight``: weight of the optional mask supervision (not in the paper; 0 = the paper):
     L_SUN + mask_weight x :func:`~siam.training.losses.mask_loss` in the sun and joint stages, on
     the SUN rows with masks (``data.masks``).
+
+    ``head_warmup_epochs``: for the first N epochs of a stage that trains the backbone (sun, joint,
+    baseline), the backbone's weights are held and only the heads train (the attribute layer in
+    the sun stage; "train the attribute layer alone" first, as linear probing before fine-tuning).
+    Its BatchNorm layers keep tracking batch statistics, so the heads see the features they will
+    see afterwards. 0 = the paper; no effect in the son-head stage, where f is frozen anyway.
     """
 
     lr: float = 1e-3
@@ -181,6 +187,7 @@ class OptimConfig:
     variance_weight: float = 0.0
     mask_weight: float = 0.0
     presence_pos_weight: Literal["none", "balanced"] | float = "none"
+    head_warmup_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -355,6 +362,8 @@ def _check_values(cfg: TrainConfig) -> None:
     need(0 < o.lr_decay_gamma <= 1, "optim.lr_decay_gamma", o.lr_decay_gamma, "a factor in (0, 1]")
     need(0.0 <= d.mask_fraction <= 1.0, "data.mask_fraction", d.mask_fraction, "a fraction in [0, 1]")
     need(o.mask_weight >= 0, "optim.mask_weight", o.mask_weight, "a float >= 0 (0: no mask supervision, the paper)")
+    need(o.head_warmup_epochs >= 0, "optim.head_warmup_epochs", o.head_warmup_epochs,
+         "an integer >= 0 (0: no warm-up, the paper)")
     for key in ("son_weight", "template_l1", "template_smoothness", "variance_weight", "weight_decay"):
         need(getattr(o, key) >= 0, f"optim.{key}", getattr(o, key), "a float >= 0")
     need(t.max_epochs >= 1 or t.max_steps > 0, "trainer.max_epochs", t.max_epochs, ">= 1 (or set max_steps)")

@@ -224,6 +224,20 @@ class SiamModule(L.LightningModule):
                      prog_bar=name == "total", batch_size=size, sync_dist=False)
         return terms["total"]
 
+    def holds_backbone(self, epoch: int | None = None) -> bool:
+        """Whether the backbone's weights are held at ``epoch`` (default: the current one):
+        the first ``optim.head_warmup_epochs`` epochs of a stage that trains it."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return bool(self._parts.get("backbone")) and epoch < self.optim.head_warmup_epochs
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Head warm-up (``optim.head_warmup_epochs``): drop the backbone's gradients, so Adam skips
+        its weights (no step, no moments) and only the heads move. Dropping them after backward,
+        rather than switching ``requires_grad``, keeps every rank's DDP reducer consistent."""
+        if self.holds_backbone():
+            for p in self.model.backbone.parameters():
+                p.grad = None
+
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Step, then project the templates onto >= 0 (paper Sec. 3.2) and check the weights."""
         optimizer.step(closure=optimizer_closure)

@@ -224,6 +224,25 @@ def _train_all(configs: dict[int, dict[str, Any]], out: Path, say: Callable[[str
 # --- evaluation helpers ---------------------------------------------------------------------------
 
 
+def son_images(world: Path, test_son: Any, pre: Any, *, split_seed: int) -> tuple[Any, Any]:
+    """The SoN training images of ``world`` (eval transform of ``pre``) and those of the test set
+    ``test_son``, each decoded once: (N, 3, H, W) tensors, in the datasets' order."""
+    from siam.data.transforms import eval_transform
+    from siam.truth.worlds import son_set
+
+    return _images(son_set(world, "train", transform=eval_transform(pre), seed=split_seed)), _images(test_son)
+
+
+def f_inputs(f_model: Any, names: Sequence[str], images: tuple[Any, Any], *, batch_size: int = 64) -> tuple[Any, Any]:
+    """g's inputs over a frozen f: its attribute maps of the (train, test) images (:func:`son_images`),
+    each (N, K, m, m) with the attributes in ``names`` order. The shuffled-scores control and
+    ``python -m siam.truth.spread --inputs fN`` both refit g on these."""
+    from siam.truth import controls as C
+
+    mi = [f_model.attributes.index(a) for a in names]
+    return tuple(C.attribute_maps(f_model, x, batch_size=batch_size)[:, mi] for x in images)  # type: ignore[return-value]
+
+
 def _images(ds: Any, limit: int | None = None) -> Any:
     import torch
 
@@ -302,8 +321,6 @@ def truth(
 
     ``overrides``: ``KEY=VALUE`` recipe keys for every stage, applied after the budget's own (``siam
     truth --set``); checked against the training config before any world is generated."""
-    import torch
-
     from siam.checkpoint import load_checkpoint
     from siam.data.scenic_or_not import ScenicOrNot
     from siam.synth import SynthConfig
@@ -434,17 +451,12 @@ def truth(
 
     # controls: shuffled scores over each seed's frozen f (the son-head model), cascading randomisation
     t = time.perf_counter()
-    from siam.data.transforms import eval_transform
-
-    train_images = _images(son_set(world, "train", transform=eval_transform(pre), seed=split_seed))
-    test_images = _images(d["son"])
+    train_images, test_images = son_images(world, d["son"], pre, split_seed=split_seed)
     shuffled: dict[int, dict[str, Any]] = {}
     randomised: dict[int, list[dict[str, Any]]] = {}
     for s in range(n_seeds):
-        f_model = load_checkpoint(paths[s]["son_head"])
-        mi = [f_model.attributes.index(a) for a in names]
-        tr_maps = C.attribute_maps(f_model, train_images, batch_size=b.eval_batch_size)[:, mi]
-        te_maps = C.attribute_maps(f_model, test_images, batch_size=b.eval_batch_size)[:, mi]
+        tr_maps, te_maps = f_inputs(load_checkpoint(paths[s]["son_head"]), names, (train_images, test_images),
+                                    batch_size=b.eval_batch_size)
         shuffled[s] = C.shuffled_scores(tr_maps, y_train, te_maps, pooled_test, truth_test, names, recipe=recipe,
                                         seed=s, border=border, observed_share=OBSERVED_CELL_SHARE)
         joint = load_checkpoint(paths[s]["joint"])
@@ -457,6 +469,8 @@ def truth(
     t = time.perf_counter()
     decorrelated: dict[int, dict[str, Any]] = {}
     if decorrelated_root is not None:
+        from siam.data.transforms import eval_transform
+
         dec_son = ScenicOrNot(decorrelated_root / "son", "all", transform=eval_transform(pre))
         dev = EvalData(son=dec_son, sun=None, truth=load_truth(decorrelated_root / "truth"), split="all")
         for s in range(n_seeds):

@@ -86,14 +86,12 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from siam.checkpoint import load_checkpoint
-    from siam.data.transforms import eval_transform
     from siam.evaluation.cli import load_eval_data
     from siam.evaluation.planted import load_truth
     from siam.evaluation.runner import OBSERVED_CELL_SHARE
     from siam.quickstart import RECIPE, stage_configs
-    from siam.truth import controls as C
     from siam.truth.config import read_budget
-    from siam.truth.run import _images
+    from siam.truth.run import f_inputs, son_images
     from siam.truth.worlds import attribute_names, son_set, world_truth
 
     torch.set_num_threads(1)
@@ -126,11 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         if images is None:
             pre = cfg.preprocessing.build()
             d = load_eval_data(preprocessing=pre, data=test_root, split="all", split_seed=cfg.data.split_seed)
-            images = (_images(son_set(world, "train", transform=eval_transform(pre), seed=cfg.data.split_seed)),
-                      _images(d["son"]))
-        f = load_checkpoint(ckpt)
-        mi = [f.attributes.index(a) for a in names]
-        sources[name] = (C.attribute_maps(f, images[0])[:, mi], C.attribute_maps(f, images[1])[:, mi])
+            images = son_images(world, d["son"], pre, split_seed=cfg.data.split_seed)
+        sources[name] = f_inputs(load_checkpoint(ckpt), names, images)
     result: dict[str, Any] = {"run": str(run), "recipe": dataclasses.asdict(base), "results": {}}
     for src, (x_tr, x_te) in sources.items():
         for vname, kw in variants.items():
