@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,4 +42,20 @@ def test_the_warmup_budget_holds_the_backbone_for_two_sun_epochs_and_changes_not
         ref = quick[stage]
         if stage == "sun":
             ref = dataclasses.replace(ref, optim=dataclasses.replace(ref.optim, head_warmup_epochs=2))
+        assert dataclasses.asdict(cfg) == dataclasses.asdict(ref), stage
+
+
+@pytest.mark.parametrize(("name", "weight", "fraction"), [
+    ("truth_128px_masks.yaml", 0.03, 1.0), ("truth_128px_masks10.yaml", 0.1, 0.1),
+])
+def test_the_128px_mask_budgets_are_the_128px_budget_plus_the_mask_keys(tmp_path, name, weight, fraction) -> None:
+    """configs/truth_128px_masks*.yaml: configs/truth_quick_128px.yaml with mask supervision only."""
+    masked = _stage_configs(str(ROOT / "configs" / name), tmp_path)
+    plain = _stage_configs(str(ROOT / "configs" / "truth_quick_128px.yaml"), tmp_path)
+    assert set(masked) == set(plain) and len(plain) == 4
+    for stage, cfg in masked.items():
+        ref = plain[stage]
+        assert (ref.preprocessing.resize, ref.optim.mask_weight) == (128, 0.0)
+        ref = dataclasses.replace(ref, optim=dataclasses.replace(ref.optim, mask_weight=weight),
+                                  data=dataclasses.replace(ref.data, mask_fraction=fraction))
         assert dataclasses.asdict(cfg) == dataclasses.asdict(ref), stage

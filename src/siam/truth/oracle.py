@@ -139,6 +139,15 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
             "contributions": contrib.numpy(), "planted": planted.numpy(), "present": present.numpy()}
 
 
+@torch.no_grad()
+def head_rmse(head: TemplateHead, inputs: Any, scores: Any) -> float:
+    """Test RMSE of g over inputs (N, K, m, m) against scores (N,) (target 0)."""
+    X = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
+    pred = head(X)["score"][:, 0].double()  # (N,)
+    return float((pred - y).square().mean().sqrt())
+
+
 def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed: int = 0,
                    observed_share: float | None = None) -> dict[str, Any] | None:
     """The oracle-f ceiling of one planted world ``root`` (the ``siam synth`` layout with truth/, or

@@ -332,7 +332,7 @@ def truth(
     from siam.truth import controls as C
     from siam.truth import correctness as K
     from siam.truth.config import read_budget
-    from siam.truth.oracle import HeadRecipe, fit_head, head_recovery, true_inputs
+    from siam.truth.oracle import HeadRecipe, fit_head, head_recovery, head_rmse, true_inputs
     from siam.truth.report import assemble, write_truth
 
     start = time.perf_counter()
@@ -445,6 +445,8 @@ def truth(
     for s in range(n_seeds):
         head = fit_head(x_train, y_train, recipe=recipe, seed=s)
         oracle[s] = head_recovery(head, x_test, pooled_test, truth_test, names, border=border, observed_share=OBSERVED_CELL_SHARE)
+        # the oracle run's RMSE: the best this g recipe does from perfect maps (the target compares against it)
+        oracle[s]["rmse_over_noise_floor"] = head_rmse(head, x_test, d["son"].scores.numpy()) / floor if floor else None
     say("oracle-f: " + ", ".join(f"seed {s} contribution_r {_fmt(o['contribution_r'])} template_r {_fmt(o['template_r'])}"
                                  for s, o in oracle.items()))
     timings["oracle"] = time.perf_counter() - t
