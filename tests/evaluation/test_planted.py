@@ -289,3 +289,23 @@ def test_per_attribute_contribution_r_keeps_rare_attributes_seen_often_enough() 
     assert each.skipped == ["rarer"]
     want = float(np.corrcoef(predicted[:, 1], planted[:, 1])[0, 1])
     assert each.per_item["rare"] == pytest.approx(want, abs=1e-9)
+
+
+def test_map_coverage_r_is_pearson_of_map_mass_and_coverage_and_scale_free() -> None:
+    """A map whose mass grows with the coverage (at any scale) scores 1; one that ignores it ~0;
+    the value is scipy's Pearson r across all the images, present or not."""
+    from scipy.stats import pearsonr
+
+    from siam.evaluation.planted import map_coverage_r
+
+    rng = np.random.default_rng(1)
+    n = 400
+    present = rng.random((n, 3)) < 0.3
+    coverage = present * rng.uniform(0.5, 8.0, (n, 3))  # cells' worth of the attribute
+    mass = np.stack([5.0 * coverage[:, 0],  # tracks it, at another scale
+                     rng.uniform(0, 8, n),  # ignores it
+                     coverage[:, 2] + rng.normal(0, 1.0, n)], 1)  # tracks it with noise
+    got = map_coverage_r(mass, coverage, present, ["a", "b", "c"])
+    assert got.per_item["a"] == pytest.approx(1.0, abs=1e-9)
+    assert abs(got.per_item["b"]) < 0.15
+    assert got.per_item["c"] == pytest.approx(pearsonr(mass[:, 2], coverage[:, 2]).statistic, abs=1e-9)

@@ -173,6 +173,10 @@ def test_oracle_model_recovers_everything_with_another_attribute_order(world: di
     assert res["mass_in_mask"] == pytest.approx(float(pairs.mean()), rel=1e-5)
     assert d["mass_in_mask_coverage_map"] == pytest.approx(res["mass_in_mask"], rel=1e-6)
     assert d["mass_in_mask_pairs"] == int(present.sum()) and d["mass_in_mask_empty_maps"] == 0
+    # maps equal to the coverage: their mass is the coverage, r = 1 for every attribute seen often enough
+    seen = [n for n, c in zip(MODEL, present.sum(0)) if c >= 30]
+    assert seen and set(d["map_coverage_r"]["per_attribute"]) == set(seen)
+    assert all(v == pytest.approx(1.0, abs=1e-6) for v in d["map_coverage_r"]["per_attribute"].values())
     # SUN: presence = tanh(mean map) per model attribute, against the labels in SUN_COLS order
     pres = np.tanh(f.mean((-2, -1)))  # (N, 3) MODEL order
     labels = _data(w, f, sun=True).sun.labels

@@ -233,7 +233,7 @@ def test_tiny_run_writes_every_key_of_truth_json(tiny_run: Path) -> None:
     for name in ("siam_joint", "siam_no_finetune", "oracle_f"):
         rows = r["per_attribute"][name]
         assert rows and set(rows[0]) == {"attribute", "planted_effect", "learned_effect", "contribution_r",
-                                         "template_r", "train_presence"}
+                                         "template_r", "map_coverage_r", "train_presence"}
     counts = r["test_counts"]["per_attribute"]
     assert counts and all(set(v) == {"sun", "son"} for v in counts.values())
     md = (tiny_run / "truth.md").read_text()

@@ -57,6 +57,7 @@ __all__ = [
     "MIN_PRESENCE_SHARE",
     "MIN_PRESENT_IMAGES",
     "contribution_r_per_attribute",
+    "map_coverage_r",
     "OBSERVED_CELL_SHARE",
     "PlantedTruth",
     "IDS_FILE",
@@ -201,6 +202,17 @@ def contribution_r_per_attribute(
     the test set shows it often enough)."""
     n = int(np.asarray(_t(present).shape[0]))
     return contribution_r(predicted, planted, present, names, min_share=min_images / max(n, 1))
+
+
+def map_coverage_r(
+    map_mass: Any, coverage: Any, present: Any, names: Sequence[str], *, min_images: int = MIN_PRESENT_IMAGES
+) -> Recovery:
+    """Per attribute, Pearson r across the N images between the mass of the model's map (N, K) and
+    the attribute's true coverage (N, K), both summed over the model grid's valid cells: does f's
+    map grow with how much of the attribute an image shows? g reads an attribute's effect from that
+    mass, so an attribute with a low r here cannot get its effect right whatever g does (f's gap,
+    not g's). Attributes present in >= ``min_images`` images; a constant map counts as 0."""
+    return contribution_r_per_attribute(map_mass, coverage, present, names, min_images=min_images)
 
 
 def _varies(t: np.ndarray, rel_tol: float) -> bool:

@@ -130,7 +130,7 @@ def evaluate_model(
         per_pred: list[list[torch.Tensor]] = [[] for _ in pairs]
         per_true: list[list[torch.Tensor]] = [[] for _ in pairs]
         clean, contrib, planted_c, present, pooled_seen = [], [], [], [], []
-        mass, mass_ceiling, total_r, constant = [], [], [], []
+        mass, mass_ceiling, total_r, constant, map_mass, coverage = [], [], [], [], [], []
         m0 = pairs[0][0]  # the model target the planted truth and the one-target keys describe
         for b in _loader(data.son, batch_size, num_workers):
             o = model(b.image)
@@ -162,6 +162,8 @@ def evaluate_model(
                 fr = P.masks_on_model_grid(masks, model.config.grid, resize=pre.resize, crop=pre.crop)
                 mass.append(torch.as_tensor(P.mass_in_mask(o.maps[keep][:, mi], fr, present[-1])))
                 mass_ceiling.append(torch.as_tensor(P.mass_in_mask(fr, fr, present[-1])))
+                map_mass.append((o.maps[keep][:, mi].float() * valid).sum((-2, -1)))  # (B, K') on the valid cells
+                coverage.append((fr.float() * valid).sum((-2, -1)))  # (B, K') true coverage, same cells
         per_target: dict[str, dict[str, Any]] = {}
         for j, (mi_t, di) in enumerate(pairs):
             s, t = torch.cat(per_pred[j]), torch.cat(per_true[j])
@@ -201,6 +203,7 @@ def evaluate_model(
                 tr_all = P.template_r(E, T_all, shared, valid=valid)
                 sg = P.effect_sign_agreement(C, Pc, Pr, shared)
                 mm = _cat(mass)
+                mc = P.map_coverage_r(_cat(map_mass, width=k), _cat(coverage, width=k), Pr, shared)
                 out["contribution_r"] = _clean(cr.value)
                 out["template_r"] = _clean(tr.value)
                 out["template_sign_agreement"] = _clean(sg.value)
@@ -210,6 +213,7 @@ def evaluate_model(
                                template_r_all_cells=tr_all.to_dict(),
                                template_sign_agreement=sg.to_dict(), mass_in_mask_pairs=int(mm.size),
                                mass_in_mask_empty_maps=int((mm == 0).sum()),
+                               map_coverage_r=mc.to_dict(),
                                mass_in_mask_coverage_map=_clean(float(_cat(mass_ceiling).mean()) if mm.size else math.nan))
                 arrays.update(contributions=C, planted_contributions=Pc, present=Pr, mass_pairs=mm)
             out["planted"] = details

@@ -97,8 +97,11 @@ def _per_attribute(
         cr = [((per_seed[s][rname].get("planted") or {}).get("contribution_r_per_attribute") or {}).get("per_attribute")
               or {} for s in seeds]
         tr = [((per_seed[s][rname].get("planted") or {}).get("template_r") or {}).get("per_attribute") or {} for s in seeds]
+        mc = [((per_seed[s][rname].get("planted") or {}).get("map_coverage_r") or {}).get("per_attribute") or {}
+              for s in seeds]
         out[rname] = [{"attribute": a, "planted_effect": planted.get(a), "learned_effect": _mean_dict(learned, a),
                        "contribution_r": _mean_dict(cr, a), "template_r": _mean_dict(tr, a),
+                       "map_coverage_r": _mean_dict(mc, a),
                        "train_presence": _num(train_presence.get(a))} for a in names]
     ocr = [o["per_attribute"]["contribution_r"] for o in oracle.values()]
     otr = [o["per_attribute"]["template_r"] for o in oracle.values()]
@@ -106,6 +109,7 @@ def _per_attribute(
                          "contributions") for o in oracle.values()]
     out["oracle_f"] = [{"attribute": a, "planted_effect": planted.get(a), "learned_effect": _mean_dict(olearned, a),
                         "contribution_r": _mean_dict(ocr, a), "template_r": _mean_dict(otr, a),
+                        "map_coverage_r": 1.0,  # its maps are the true coverage
                         "train_presence": _num(train_presence.get(a))} for a in names]
     return out
 
@@ -308,10 +312,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         L += ["## Where the gaps are", ""] + [f"- {g}" for g in report["gaps"]] + [""]
     for rname, rows in report["per_attribute"].items():
         L += [f"## Per attribute: {rname}", "", "| attribute | planted effect | learned effect | contribution_r | "
-              "template_r | train presence |", "|---|---:|---:|---:|---:|---:|"]
+              "template_r | map_coverage_r | train presence |", "|---|---:|---:|---:|---:|---:|---:|"]
         L += [f"| {r['attribute']} | {_f(r['planted_effect'])} | {_f(r['learned_effect'])} | {_f(r['contribution_r'])} | "
-              f"{_f(r['template_r'])} | {_f(r['train_presence'])} |" for r in rows]
+              f"{_f(r['template_r'])} | {_f(r.get('map_coverage_r'))} | {_f(r['train_presence'])} |" for r in rows]
         L.append("")
+    L += ["map_coverage_r: Pearson r across the test images between the mass of the attribute's map and its true "
+          "coverage. g reads the effect from that mass, so where it is low the learned effect is f's gap, not g's.", ""]
     counts = report.get("test_counts") or {}
     if counts.get("per_attribute"):
         short = counts.get("short") or {}
