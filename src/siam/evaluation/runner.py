@@ -160,9 +160,10 @@ def evaluate_model(
                 planted_c.append(P.planted_contributions(T, pooled))
                 present.append(masks.flatten(2).any(-1))
                 fr = P.masks_on_model_grid(masks, model.config.grid, resize=pre.resize, crop=pre.crop)
-                mass.append(torch.as_tensor(P.mass_in_mask(o.maps[keep][:, mi], fr, present[-1])))
+                maps = o.maps[keep][:, mi]  # (B, K', m, m) the shared attributes
+                mass.append(torch.as_tensor(P.mass_in_mask(maps, fr, present[-1])))
                 mass_ceiling.append(torch.as_tensor(P.mass_in_mask(fr, fr, present[-1])))
-                map_mass.append((o.maps[keep][:, mi].float() * valid).sum((-2, -1)))  # (B, K') on the valid cells
+                map_mass.append((maps.float() * valid).sum((-2, -1)))  # (B, K') on the valid cells
                 coverage.append((fr.float() * valid).sum((-2, -1)))  # (B, K') true coverage, same cells
         per_target: dict[str, dict[str, Any]] = {}
         for j, (mi_t, di) in enumerate(pairs):

@@ -224,11 +224,10 @@ class SiamModule(L.LightningModule):
                      prog_bar=name == "total", batch_size=size, sync_dist=False)
         return terms["total"]
 
-    def holds_backbone(self, epoch: int | None = None) -> bool:
-        """Whether the backbone's weights are held at ``epoch`` (default: the current one):
-        the first ``optim.head_warmup_epochs`` epochs of a stage that trains it."""
-        epoch = self.current_epoch if epoch is None else epoch
-        return bool(self._parts.get("backbone")) and epoch < self.optim.head_warmup_epochs
+    def holds_backbone(self) -> bool:
+        """Whether the backbone's weights are held in the current epoch: the first
+        ``optim.head_warmup_epochs`` epochs of a stage that trains it."""
+        return bool(self._parts.get("backbone")) and self.current_epoch < self.optim.head_warmup_epochs
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """Head warm-up (``optim.head_warmup_epochs``): drop the backbone's gradients, so Adam skips

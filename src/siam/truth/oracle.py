@@ -142,10 +142,10 @@ def head_recovery(head: TemplateHead, inputs: Any, pooled_truth: Any, truth: P.P
 @torch.no_grad()
 def head_rmse(head: TemplateHead, inputs: Any, scores: Any) -> float:
     """Test RMSE of g over inputs (N, K, m, m) against scores (N,) (target 0)."""
+    from siam.evaluation.metrics import rmse
+
     X = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
-    pred = head(X)["score"][:, 0].double()  # (N,)
-    return float((pred - y).square().mean().sqrt())
+    return rmse(head(X)["score"][:, 0].double(), np.asarray(scores, dtype=np.float64))  # (N,) vs (N,)
 
 
 def oracle_ceiling(root: Any, *, son_head_config: Any, split: str = "test", seed: int = 0,

@@ -94,11 +94,10 @@ def _per_attribute(
     out: dict[str, list[dict[str, Any]]] = {}
     for rname in ("siam_joint", "siam_no_finetune"):
         learned = [_effects(per_seed[s][rname]["_arrays"], names, "contributions") for s in seeds]
-        cr = [((per_seed[s][rname].get("planted") or {}).get("contribution_r_per_attribute") or {}).get("per_attribute")
-              or {} for s in seeds]
-        tr = [((per_seed[s][rname].get("planted") or {}).get("template_r") or {}).get("per_attribute") or {} for s in seeds]
-        mc = [((per_seed[s][rname].get("planted") or {}).get("map_coverage_r") or {}).get("per_attribute") or {}
-              for s in seeds]
+        def each(key: str) -> list[Mapping[str, Any]]:  # a planted Recovery's per-attribute values, per seed
+            return [((per_seed[s][rname].get("planted") or {}).get(key) or {}).get("per_attribute") or {} for s in seeds]
+
+        cr, tr, mc = each("contribution_r_per_attribute"), each("template_r"), each("map_coverage_r")
         out[rname] = [{"attribute": a, "planted_effect": planted.get(a), "learned_effect": _mean_dict(learned, a),
                        "contribution_r": _mean_dict(cr, a), "template_r": _mean_dict(tr, a),
                        "map_coverage_r": _mean_dict(mc, a),

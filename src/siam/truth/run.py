@@ -441,12 +441,13 @@ def truth(
         np.savez_compressed(oracle_cache, key=np.array(key), x_train=x_train, x_test=x_test, pooled_test=pooled_test)
     y_train = son_train.scores.numpy()
     recipe = HeadRecipe.from_config(probe)
+    y_test = d["son"].scores.numpy()
     oracle: dict[int, dict[str, Any]] = {}
     for s in range(n_seeds):
         head = fit_head(x_train, y_train, recipe=recipe, seed=s)
         oracle[s] = head_recovery(head, x_test, pooled_test, truth_test, names, border=border, observed_share=OBSERVED_CELL_SHARE)
         # the oracle run's RMSE: the best this g recipe does from perfect maps (the target compares against it)
-        oracle[s]["rmse_over_noise_floor"] = head_rmse(head, x_test, d["son"].scores.numpy()) / floor if floor else None
+        oracle[s]["rmse_over_noise_floor"] = head_rmse(head, x_test, y_test) / floor if floor else None
     say("oracle-f: " + ", ".join(f"seed {s} contribution_r {_fmt(o['contribution_r'])} template_r {_fmt(o['template_r'])}"
                                  for s, o in oracle.items()))
     timings["oracle"] = time.perf_counter() - t
