@@ -51,3 +51,22 @@ def test_parse_variant_takes_head_recipe_fields_and_refuses_others() -> None:
 def test_the_command_refuses_a_folder_that_is_not_a_truth_run(tmp_path, capsys) -> None:
     assert main([str(tmp_path)]) == 2
     assert "is not a finished 'siam truth --out DIR' run" in capsys.readouterr().err
+
+
+def test_the_command_leaves_the_callers_thread_count_as_it_was(tmp_path, monkeypatch) -> None:
+    import torch
+
+    import siam.truth.spread as spread
+
+    def fake_run(args):  # _run sets one thread for itself, then fails
+        torch.set_num_threads(1)
+        raise ConfigError("stop")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(spread, "_run", fake_run)
+        assert main([str(tmp_path)]) == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -75,11 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a recipe variant (HeadRecipe fields); repeatable; default: base only")
     p.add_argument("--seeds", type=int, default=5, help="refits per (inputs, variant) (default 5)")
     args = p.parse_args(argv)
+    import torch
+
+    threads = torch.get_num_threads()  # _run uses one; a caller (a test, a notebook) keeps its own
     try:
         return _run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> int:
