@@ -25,7 +25,7 @@ def _budget_stage_configs(name: str, tmp_path: Path) -> dict:
     from siam.truth.config import read_budget
 
     _, budget = read_budget(ROOT / "configs" / name)
-    _, quick = read_budget("quick")
+    _, quick = read_budget(ROOT / "configs" / "truth_short.yaml")  # the epochs the option files keep
     assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
     raw, overrides = budget.recipe(RECIPE)
     return stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))

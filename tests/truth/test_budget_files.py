@@ -37,14 +37,14 @@ def _assert_only_change(budget: str, base: str, tmp_path, *, stages: tuple[str, 
 
 
 def test_the_head18_budget_trains_g_alone_three_times_longer_and_changes_nothing_else(tmp_path) -> None:
-    """configs/truth_quick_head18.yaml: son-head 18 epochs instead of the quick budget's 6."""
-    _assert_only_change("truth_quick_head18.yaml", "quick", tmp_path, stages=("son_head",),
+    """configs/truth_quick_head18.yaml: son-head 18 epochs instead of the short budget's 6."""
+    _assert_only_change("truth_quick_head18.yaml", "truth_short.yaml", tmp_path, stages=("son_head",),
                         changes={"trainer.max_epochs": 18})
 
 
 def test_the_warmup_budget_holds_the_backbone_for_two_sun_epochs_and_changes_nothing_else(tmp_path) -> None:
     """configs/truth_quick_warmup.yaml: optim.head_warmup_epochs 2 in the sun stage only."""
-    _assert_only_change("truth_quick_warmup.yaml", "quick", tmp_path, stages=("sun",),
+    _assert_only_change("truth_quick_warmup.yaml", "truth_short.yaml", tmp_path, stages=("sun",),
                         changes={"optim.head_warmup_epochs": 2})
 
 
