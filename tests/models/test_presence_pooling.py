@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _budget_stage_configs(name: str, tmp_path: Path) -> dict:
-    """Every stage's TrainConfig under ``configs/<name>`` (a truth budget: the quick one + keys)."""
+    """Every stage's TrainConfig under ``configs/<name>`` (a truth budget: configs/truth_short.yaml + keys)."""
     from siam.quickstart import RECIPE, stage_configs
     from siam.truth.config import read_budget
 
     _, budget = read_budget(ROOT / "configs" / name)
-    _, quick = read_budget(ROOT / "configs" / "truth_short.yaml")  # the epochs the option files keep
-    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
+    _, short = read_budget(ROOT / "configs" / "truth_short.yaml")  # the epochs the option files keep
+    assert budget.seeds == short.seeds and set(short.overrides) < set(budget.overrides)
     raw, overrides = budget.recipe(RECIPE)
     return stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
 

@@ -126,8 +126,8 @@ def test_truth_budgets_with_masks_set_the_mask_keys(tmp_path: Path, name: str, w
 
     root = Path(__file__).resolve().parents[2]
     _, budget = read_budget(root / "configs" / name)
-    _, quick = read_budget(root / "configs" / "truth_short.yaml")  # the epochs the option files keep
-    assert budget.seeds == quick.seeds and set(quick.overrides) < set(budget.overrides)
+    _, short = read_budget(root / "configs" / "truth_short.yaml")  # the epochs the option files keep
+    assert budget.seeds == short.seeds and set(short.overrides) < set(budget.overrides)
     raw, overrides = budget.recipe(RECIPE)
     cfgs = stage_configs(tmp_path, tmp_path / "world", raw, list(overrides))
     assert all(c.optim.mask_weight == weight and c.data.mask_fraction == fraction for c in cfgs.values())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 from pathlib import Path
 
@@ -329,10 +327,8 @@ def test_budget_recipes_build_every_stage_with_their_epochs(tmp_path: Path) -> N
     assert epochs == {"baseline": 12, "sun": 24, "son_head": 6, "joint": 12}
     _, short = read_budget(ROOT / "configs" / "truth_short.yaml")  # the quick budget until 2026-12-02
     raw, rest = short.recipe(RECIPE)
-    short_cfgs = stage_configs(tmp_path, tmp_path, raw, rest)
-    assert {n: c.trainer.max_epochs for n, c in short_cfgs.items()} == {"baseline": 12, "sun": 12, "son_head": 6, "joint": 6}
-    for name, cfg in cfgs.items():  # the same recipe but for the epochs
-        assert dataclasses.asdict(dataclasses.replace(cfg, trainer=short_cfgs[name].trainer)) == dataclasses.asdict(short_cfgs[name])
+    short_epochs = {n: c.trainer.max_epochs for n, c in stage_configs(tmp_path, tmp_path, raw, rest).items()}
+    assert short_epochs == {"baseline": 12, "sun": 12, "son_head": 6, "joint": 6}
     assert RECIPE["stages"]["sun"]["trainer"]["max_epochs"] == 16  # the quickstart's recipe is not changed
     _, full = read_budget("full")
     raw, rest = full.recipe(RECIPE)
