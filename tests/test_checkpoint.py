@@ -77,3 +77,26 @@ def test_pickled_code_is_never_executed(tmp_path) -> None:
     with pytest.raises(CheckpointError):
         siam.load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_training_output_folder_loads_as_its_model_file(tmp_path) -> None:
+    model = siam.build_model(backbone="tiny", attributes=["water", "road"], grid=4, border=0).eval()
+    run = tmp_path / "runs" / "joint"
+    siam.save_checkpoint(model, run / "model.safetensors")
+    from siam.checkpoint import checkpoint_file, read_meta
+
+    assert checkpoint_file(run) == run / "model.safetensors"
+    assert checkpoint_file(tmp_path / "other.ckpt") == tmp_path / "other.ckpt"  # files pass through
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(siam.load_checkpoint(run)(x).score, model(x).score)
+    assert read_meta(run)["model"]["attributes"] == ["water", "road"]
+
+
+def test_a_folder_without_a_model_file_says_what_it_holds(tmp_path) -> None:
+    run = tmp_path / "killed"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"is a folder without model\.safetensors; allowed: a model file"):
+        siam.load_checkpoint(run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"Lightning resume files \['checkpoints/last\.ckpt'\]"):
+        siam.load_checkpoint(run)

@@ -36,7 +36,7 @@ from siam.models.baseline import Baseline
 from siam.models.config import ModelConfig
 from siam.models.siam import SIAM
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "model_meta", "model_from_meta"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_file", "read_meta", "model_meta", "model_from_meta"]
 
 FORMAT = "siam-model"
 VERSION = 1
@@ -111,8 +111,31 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _read(path, weights=False)[0]
 
 
-def _read(path: str | os.PathLike[str], *, weights: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+#: The model file a ``siam train --out DIR`` (or quickstart stage) folder holds; passing the folder
+#: itself as a checkpoint means this file.
+MODEL_FILE = "model.safetensors"
+
+
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The model file ``path`` names: a ``siam train --out`` folder stands for its
+    ``model.safetensors``; any other path is returned as is (:func:`load_checkpoint` then checks it).
+    A folder without that file is a :class:`CheckpointError` saying what it holds."""
     p = Path(path)
+    if not p.is_dir():
+        return p
+    if (p / MODEL_FILE).is_file():
+        return p / MODEL_FILE
+    resume = sorted(str(c.relative_to(p)) for c in p.glob("checkpoints/*.ckpt"))
+    hint = (f"; it has Lightning resume files {resume[:3]} (a finished run also writes {MODEL_FILE})"
+            if resume else "")
+    raise CheckpointError(
+        f"checkpoint {str(p)!r} is a folder without {MODEL_FILE}{hint}; allowed: a model file "
+        f"(.safetensors or .ckpt) or the folder 'siam train --out' wrote"
+    )
+
+
+def _read(path: str | os.PathLike[str], *, weights: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    p = checkpoint_file(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {str(p)!r}")
     if p.suffix == ".safetensors":
@@ -195,7 +218,9 @@ def load_checkpoint(
     attributes: Sequence[str] | None = None,
     map_location: str | torch.device = "cpu",
 ) -> SIAM | Baseline:
-    """Load a model (architecture, weights, attribute names, preprocessing) from ``path``.
+    """Load a model (architecture, weights, attribute names, preprocessing) from ``path``: a model
+    file (``.safetensors``, or a Lightning ``.ckpt``) or a ``siam train --out`` folder (its
+    ``model.safetensors``).
 
     If ``attributes`` is given it must equal the checkpoint's vocabulary (same names, same order),
     otherwise ``ValueError`` (:class:`CheckpointError`) says what differs. The model is built

@@ -146,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "several targets; score, cam for the baseline), with a dynamic batch axis, "
         "then check it against PyTorch with onnxruntime."
     )
-    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt)")
+    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt) or the folder 'siam train --out' wrote")
     parser.add_argument("--format", default="onnx", help="export format (only 'onnx')")
     parser.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")

@@ -20,6 +20,19 @@ def test_evaluate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "nothing to evaluate on" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(m), "--data", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    (tmp_path / "empty_run").mkdir()
+    assert main(["evaluate", "--model", str(tmp_path / "empty_run"), "--data", str(tmp_path)]) == 2
+    assert "is a folder without model.safetensors" in capsys.readouterr().err
+
+
+def test_evaluate_names_a_training_folder_by_its_own_name(tmp_path: Path) -> None:
+    from siam.evaluation.cli import _parse_models
+
+    run = tmp_path / "runs" / "joint"
+    siam.save_checkpoint(siam.build_model(backbone="tiny", attributes=["a"], grid=4, border=0), run / "model.safetensors")
+    assert _parse_models([str(run), f"mine={run}"]) == {"joint": run / "model.safetensors",
+                                                       "mine": run / "model.safetensors"}
+    assert _parse_models([str(run / "model.safetensors")]) == {"joint": run / "model.safetensors"}
 
 
 def test_report_orders_models_marks_best_and_fills_missing_keys(tmp_path: Path) -> None:

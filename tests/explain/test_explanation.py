@@ -181,13 +181,18 @@ def test_error_record_has_the_same_keys(model) -> None:
     assert tuple(error_record(None, "x")) == JSON_KEYS
 
 
-def test_model_identity_hashes_the_checkpoint(checkpoints) -> None:
+def test_model_identity_hashes_the_checkpoint(checkpoints, tmp_path) -> None:
     import hashlib
 
     m = siam.load_checkpoint(checkpoints["siam"])
     ident = model_identity(m, checkpoint=checkpoints["siam"])
     assert ident["checkpoint_sha256"] == hashlib.sha256(checkpoints["siam"].read_bytes()).hexdigest()
     assert ident["kind"] == "siam" and ident["num_attributes"] == len(NAMES)
+    # a 'siam train --out' folder stands for its model file, hash included
+    run = tmp_path / "joint"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(checkpoints["siam"].read_bytes())
+    assert model_identity(m, checkpoint=run)["checkpoint_sha256"] == ident["checkpoint_sha256"]
     expl = explain(m, make_image(3), model_id=ident)
     assert expl.to_json()["model"] == ident
 

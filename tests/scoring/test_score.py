@@ -107,6 +107,18 @@ def test_baseline_checkpoint_scores_only(baseline_ckpt: Path, image_dir: Path, t
     assert rows["score"][r] == pytest.approx(float(ref[0]), abs=1e-4)
 
 
+def test_a_training_folder_scores_as_its_model_file(baseline_ckpt: Path, image_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "baseline"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(baseline_ckpt.read_bytes())
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _score(str(image_dir), "--checkpoint", str(baseline_ckpt), "--out", str(a), "--workers", "0") == 0
+    assert _score(str(image_dir), "--checkpoint", str(run), "--out", str(b), "--workers", "0") == 0
+    assert read_scores(b).to_pydict() == read_scores(a).to_pydict()
+    ma, mb = read_manifest(a), read_manifest(b)
+    assert mb["checkpoint_sha256"] == ma["checkpoint_sha256"] and mb["checkpoint"] == str(run / "model.safetensors")
+
+
 def test_refusals_are_one_line_errors(siam_ckpt: Path, baseline_ckpt: Path, image_dir: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"

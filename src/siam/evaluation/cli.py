@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from siam.data.csv_folder import data_layout
-from siam.errors import ConfigError, DatasetError
+from siam.errors import CheckpointError, ConfigError, DatasetError
 
 __all__ = ["add_arguments", "run", "evaluate_models", "load_eval_data"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                        help="a model file (.safetensors or .ckpt); repeat for a side-by-side table. "
+                        help="a model file (.safetensors or .ckpt) or a 'siam train --out' folder; repeat for a side-by-side table. "
                         "Names baseline, siam_no_finetune, siam_joint give the paper's table order")
     parser.add_argument("--data", metavar="DIR", help="folder in the 'siam synth' layout or the CSV format "
                         "(attributes.csv / targets.csv), detected from its contents")
@@ -64,16 +64,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_models(items: Sequence[str]) -> dict[str, Path]:
+    from siam.checkpoint import checkpoint_file
+
     out: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep:
-            name, path = Path(item).parent.name or Path(item).stem, item
-        if not name or not path:
+            name, path = "", item
+        if (sep and not name) or not path:
             raise ConfigError(f"--model {item!r}: expected PATH or NAME=PATH")
+        try:
+            p = checkpoint_file(path)  # a 'siam train --out' folder -> its model.safetensors
+        except CheckpointError as exc:
+            raise ConfigError(f"--model {item!r}: {exc}") from exc
+        if not sep:
+            name = p.parent.name or p.stem
         if name in out:
             raise ConfigError(f"--model: the name {name!r} is used twice; give each model its own NAME=")
-        p = Path(path)
         if not p.is_file():
             raise ConfigError(f"--model {item!r}: file {str(p)!r} not found")
         out[name] = p

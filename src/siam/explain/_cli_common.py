@@ -20,7 +20,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, baseline_help: str) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="C", help="SIAM model file (.safetensors/.ckpt)")
+    parser.add_argument("--checkpoint", required=True, metavar="C", help="SIAM model file (.safetensors/.ckpt) or a 'siam train --out' folder")
     parser.add_argument("--baseline", metavar="B", default=None, help=baseline_help)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",

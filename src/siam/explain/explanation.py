@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from siam.checkpoint import checkpoint_file
 from siam.data.images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from siam.data.transforms import Preprocessing, eval_transform
 from siam.models.baseline import Baseline
@@ -149,7 +150,7 @@ def model_identity(model: SIAM | Baseline, *, checkpoint: str | os.PathLike[str]
         "trained_on": trained_on(model)["kind"],
     }
     if checkpoint is not None:
-        p = Path(checkpoint)
+        p = checkpoint_file(checkpoint)
         ident["checkpoint"] = str(p)
         ident["checkpoint_sha256"] = _sha256(p)
     return ident

@@ -476,7 +476,7 @@ def score_images(
     ``part_size`` (rows per Parquet part) defaults to
     :func:`~siam.scoring.inputs.default_part_size` for a new job and to the job's own when resuming.
     """
-    from siam.checkpoint import load_checkpoint, read_meta
+    from siam.checkpoint import checkpoint_file, load_checkpoint, read_meta
     from siam.data.transforms import Preprocessing, eval_transform
     from siam.models.config import ModelConfig
     from siam.scoring.distributed import default_workers
@@ -494,7 +494,7 @@ def score_images(
     if workers < 0:
         raise ScoringError(f"--workers must be >= 0, got {workers}")
     start_time = time.perf_counter()
-    ckpt = Path(checkpoint)
+    ckpt = checkpoint_file(checkpoint)
     meta = read_meta(ckpt)  # the weights are loaded later, while the workers start decoding
     config = ModelConfig.from_dict(meta["model"])
     kind, attributes = config.kind, list(config.attributes) if config.kind == "siam" else []

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "may use another number of processes."
     )
     parser.add_argument("input", metavar="INPUT", help="image directory, image file, or text list of paths")
-    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt)")
+    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors or .ckpt) or the folder 'siam train --out' wrote")
     parser.add_argument("--out", required=True, help="output folder (new or empty, or the one to resume)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--workers", type=int, default=None,

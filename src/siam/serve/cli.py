@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_TOP_K,
     )
 
-    parser.add_argument("--checkpoint", required=True, help="SIAM model file (.safetensors or .ckpt)")
+    parser.add_argument("--checkpoint", required=True, help="SIAM model file (.safetensors or .ckpt) or the folder 'siam train --out' wrote")
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DIR", help="data folder (sets data.root): the 'siam synth' layout or the "
                         "CSV format (attributes.csv / targets.csv), detected from its contents")
     parser.add_argument("--out", metavar="DIR", help="run folder (checkpoints, logs, model.safetensors)")
-    parser.add_argument("--init-from", metavar="CKPT", help="start from a previous stage's .safetensors/.ckpt")
+    parser.add_argument("--init-from", metavar="CKPT", help="start from a previous stage's .safetensors/.ckpt or its --out folder")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                         help="continue an interrupted run (default file: OUT/checkpoints/last.ckpt)")
     eng = parser.add_argument_group("engine (Lightning)")

@@ -226,7 +226,7 @@ class TrainerConfig:
 class TrainConfig:
     """One training run: a stage, its data, model, preprocessing, optimiser and engine options.
 
-    ``init_from``: a checkpoint (``.ckpt`` or ``.safetensors``) of a previous stage whose weights
+    ``init_from``: a checkpoint (``.ckpt``, ``.safetensors`` or its ``--out`` folder) of a previous stage whose weights
     start this one (e.g. ``son-head`` and ``joint`` from ``sun``). ``attributes``: restrict/reorder
     the vocabulary (default: the dataset's attribute names).
     """
