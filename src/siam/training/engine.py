@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from siam.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from siam.checkpoint import MODEL_FILE, load_checkpoint, read_meta, save_checkpoint
 from siam.data.datamodule import SCORE_TARGET, SiamDataModule
 from siam.errors import CheckpointError, ConfigError
 from siam.models.baseline import Baseline, build_baseline
@@ -311,7 +311,7 @@ def _fit(
         bad = [n for n, v in module.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise NonFiniteError(f"refusing to export non-finite weights ({bad[:5]}) to {out / 'model.safetensors'}")
-        model_path = save_checkpoint(module.model.cpu(), out / "model.safetensors",
+        model_path = save_checkpoint(module.model.cpu(), out / MODEL_FILE,
                                      train_config=cfg.to_dict(), metrics=metrics, trained_on=provenance)
     return FitResult(
         out=out, model_path=model_path, last_checkpoint=out / LAST_CKPT, global_step=trainer.global_step,
